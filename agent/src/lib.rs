@@ -1,0 +1,1 @@
+//! datamesh-agent: directory sync and versioned backup.

@@ -1,0 +1,1 @@
+//! datamesh-mount: the FUSE driver.

@@ -1,0 +1,10 @@
+//! datamesh: an encrypted, erasure-coded, self-healing peer-to-peer storage mesh.
+//!
+//! This crate is the engine and the CLI. See `docs/ARCHITECTURE.md` for the crate graph
+//! and the write and read paths; each module's docs state its model and invariants.
+
+pub mod error;
+pub mod ids;
+pub mod store;
+
+pub use error::{Error, ErrorKind, Result};
