@@ -3,8 +3,12 @@
 //! This crate is the engine and the CLI. See `docs/ARCHITECTURE.md` for the crate graph
 //! and the write and read paths; each module's docs state its model and invariants.
 
+pub mod chunker;
+pub mod config;
 pub mod error;
 pub mod ids;
+pub mod mesh;
 pub mod store;
+pub mod stripe;
 
 pub use error::{Error, ErrorKind, Result};
