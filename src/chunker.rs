@@ -50,9 +50,9 @@ impl ChunkSizes {
             && (v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&max)
             && min <= avg
             && avg <= max
-            && min % 2 == 0
-            && avg % 2 == 0
-            && max % 2 == 0;
+            && min.is_multiple_of(2)
+            && avg.is_multiple_of(2)
+            && max.is_multiple_of(2);
         if ok {
             Ok(())
         } else {
