@@ -390,9 +390,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         let a = shard(b"some shard bytes");
-        store.put_shards(std::slice::from_ref(&a), &[]).await.unwrap();
+        store
+            .put_shards(std::slice::from_ref(&a), &[])
+            .await
+            .unwrap();
         fs::write(store.shard_path(&a.id), b"some").unwrap();
-        store.put_shards(std::slice::from_ref(&a), &[]).await.unwrap();
+        store
+            .put_shards(std::slice::from_ref(&a), &[])
+            .await
+            .unwrap();
         assert_eq!(store.get(&a.id, &Holder::local()).await.unwrap(), a.bytes);
     }
 }
