@@ -158,10 +158,13 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
-    /// A repository in memory: path → (size, mtime, content) or directory.
+    /// size, mtime, content.
+    type Stored = (u64, i64, Vec<u8>);
+
+    /// A repository in memory: path → stored file, or directory.
     #[derive(Default)]
     struct Fake {
-        files: Mutex<BTreeMap<Vec<u8>, (u64, i64, Vec<u8>)>>,
+        files: Mutex<BTreeMap<Vec<u8>, Stored>>,
         dirs: Mutex<Vec<Vec<u8>>>,
         stores: Mutex<u64>,
         fail_on: Option<Vec<u8>>,
