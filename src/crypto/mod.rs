@@ -24,3 +24,22 @@ pub use keys::{
 };
 pub use keystore::{KdfParams, KeystoreError, KeystoreInfo};
 pub use passphrase::{Passphrase, PassphraseError, PassphraseSource, Purpose};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The engine moves keys and chunks across threads (the blocking pool, the cache);
+    /// a field that is not `Send + Sync` would break it far from here.
+    #[test]
+    fn key_and_chunk_types_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Keys>();
+        send_sync::<ChunkKeys>();
+        send_sync::<PlainChunk>();
+        send_sync::<VerifiedChunk>();
+        send_sync::<Passphrase>();
+        send_sync::<KeystoreError>();
+        send_sync::<ChunkError>();
+    }
+}
