@@ -290,7 +290,30 @@ pub fn seal(keys: &ChunkKeys, chunk: PlainChunk) -> Result<Vec<u8>, ChunkError> 
 }
 
 /// A chunk's plaintext that has been decrypted and checked against its id. Only this
-/// module can build one, so holding one proves the check happened.
+/// module can build one, so holding one proves the check happened. It comes from
+/// [`open`] or [`open_vec`]:
+///
+/// ```
+/// use datamesh::crypto::{ChunkKeys, Keys, PlainChunk, VerifiedChunk, chunk};
+/// use datamesh::ids::ChunkId;
+///
+/// let keys = ChunkKeys::new(&Keys::generate());
+/// let plain = PlainChunk::from_slice(&keys, b"hello");
+/// let id: ChunkId = *plain.id();
+/// let sealed = chunk::seal(&keys, plain).unwrap();
+/// let verified: VerifiedChunk = chunk::open(&keys, &id, &sealed).unwrap();
+/// let data: &bytes::Bytes = verified.data();
+/// assert_eq!(&data[..], b"hello");
+/// ```
+///
+/// and cannot be built any other way (the same names as above, plus a struct literal):
+///
+/// ```compile_fail,E0451
+/// use datamesh::crypto::VerifiedChunk;
+/// use datamesh::ids::ChunkId;
+/// // Private fields: code outside `crypto::chunk` cannot forge a verified chunk.
+/// let forged = VerifiedChunk { id: ChunkId([0; 32]), data: bytes::Bytes::new() };
+/// ```
 #[derive(Clone)]
 pub struct VerifiedChunk {
     id: ChunkId,

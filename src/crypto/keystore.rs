@@ -413,6 +413,11 @@ fn seal_secrets(
     params: KdfParams,
 ) -> Result<Vec<u8>, KeystoreError> {
     params.check().map_err(KeystoreError::BadParams)?;
+    if secrets.len() + TAG_LEN > MAX_BODY_LEN {
+        return Err(KeystoreError::Internal(
+            "the serialized keys exceed the keystore body limit".to_owned(),
+        ));
+    }
     let mut salt = [0u8; SALT_LEN];
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut salt);
