@@ -234,7 +234,9 @@ impl<N: Namespace, C: ContentStore> MountHandle<N, C> {
         self.notifier = None;
         if let Some(session) = self.session.take() {
             let mp = self.mountpoint.clone();
-            tokio::task::spawn_blocking(move || session.umount_and_join())
+            // The kernel mount is already gone: only wait for the session threads (fuser's
+            // own unmount would fail on the missing mount).
+            tokio::task::spawn_blocking(move || session.join())
                 .await
                 .map_err(|e| MountError::Io(mp.clone(), std::io::Error::other(e)))?
                 .map_err(|e| MountError::Fuse(mp, e))?;
