@@ -3,12 +3,17 @@
 //! This crate is the engine and the CLI. See `docs/ARCHITECTURE.md` for the crate graph
 //! and the write and read paths; each module's docs state its model and invariants.
 
+pub mod adapters;
+pub mod catalog;
 pub mod chunker;
+pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod mesh;
+pub mod repo;
 pub mod store;
 pub mod stripe;
 

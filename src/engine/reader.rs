@@ -1,0 +1,150 @@
+//! The read path: verified chunks, and whole files streamed in bounded memory.
+//!
+//! # Model
+//!
+//! [`Engine::read_chunk`] returns a [`VerifiedChunk`]: from the cache, or rebuilt from
+//! the catalog's record (inline bytes, or any `k` shards via [`super::fetch`]), opened
+//! (decrypted, keyed hash checked against the ChunkId) and cached. Shards found bad on
+//! the way are rebuilt and written back, and the catalog learns their new holders
+//! (repair on read). A chunk that cannot be rebuilt is an error of kind
+//! [`ErrorKind::Unavailable`] (too few shards) or [`ErrorKind::Corrupt`] (the bytes
+//! decoded but failed the ChunkId check): never wrong bytes.
+//!
+//! [`Engine::read_extents`] streams a file's chunks in order with up to
+//! `parallel_chunks` fetched ahead, so a 10 GiB file needs a few chunks of memory.
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use super::fetch::{self, StripeRef};
+use super::{Engine, blocking};
+use crate::catalog::{ChunkData, ChunkRef};
+use crate::crypto::chunk::{self as sealing, VerifiedChunk};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::ChunkId;
+
+/// Whether a read goes through the chunk cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Look up and fill the cache (random access, the mount).
+    Fill,
+    /// Neither: a one-pass stream (`datamesh get`) would only evict useful entries.
+    Bypass,
+}
+
+impl Engine {
+    /// The verified plaintext of chunk `id`, through the cache. See the module docs.
+    pub async fn read_chunk(&self, id: ChunkId) -> Result<VerifiedChunk> {
+        self.read_chunk_with(id, CacheUse::Fill).await
+    }
+
+    /// The verified plaintext of chunk `id`.
+    pub async fn read_chunk_with(&self, id: ChunkId, cache: CacheUse) -> Result<VerifiedChunk> {
+        if cache == CacheUse::Fill
+            && let Some(hit) = self.inner.cache.get(&id)
+        {
+            return Ok(hit);
+        }
+        let record = self
+            .with_catalog(move |c| Ok(c.chunk(&id)?))
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "chunk {} is referenced but has no record in the catalog",
+                        id.short()
+                    ),
+                )
+            })?;
+        let sealed = match record.data {
+            ChunkData::Inline(bytes) => bytes,
+            ChunkData::Sharded { k, m, shards } => {
+                let stripe = StripeRef::from_record(k, m, record.sealed_len, &shards)
+                    .map_err(|e| e.context(format!("chunk {}", id.short())))?;
+                let fetched = fetch::fetch_stripe(self.store(), &stripe, self.settings().fetch)
+                    .await
+                    .map_err(|e| e.context(format!("chunk {}", id.short())))?;
+                if !fetched.rebuilt.is_empty() {
+                    self.repair(id, &stripe, fetched.rebuilt).await;
+                }
+                fetched.sealed
+            }
+        };
+        let keys = self.inner.keys.clone();
+        let chunk = blocking(move || Ok(sealing::open_vec(&keys, &id, sealed)?)).await?;
+        if cache == CacheUse::Fill {
+            self.inner.cache.insert(chunk.clone());
+        }
+        Ok(chunk)
+    }
+
+    /// Writes rebuilt shards back and records their holders. Failures are logged, not
+    /// returned: the read itself succeeded, and the next read will try again.
+    async fn repair(
+        &self,
+        id: ChunkId,
+        stripe: &StripeRef,
+        rebuilt: Vec<(usize, crate::store::Shard)>,
+    ) {
+        match fetch::write_back(self.store(), stripe, &rebuilt).await {
+            Ok(placed) => {
+                let n = placed.len();
+                let updates: Vec<_> = placed
+                    .into_iter()
+                    .filter_map(|(i, holder)| stripe.shards.get(i).map(|(sid, _)| (*sid, holder)))
+                    .collect();
+                match self
+                    .with_catalog(move |c| {
+                        for (sid, holder) in &updates {
+                            c.set_holder(sid, holder)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(chunk = %id.short(), shards = n, "repaired shards on read")
+                    }
+                    Err(e) => {
+                        tracing::warn!(chunk = %id.short(), "repaired shards but could not record holders: {e}")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(chunk = %id.short(), "could not write repaired shards back: {e}")
+            }
+        }
+    }
+
+    /// The chunks of `extents`, in order, fetched up to `parallel_chunks` ahead.
+    pub fn read_extents(
+        &self,
+        extents: Vec<ChunkRef>,
+        cache: CacheUse,
+    ) -> BoxStream<'static, Result<(ChunkRef, VerifiedChunk)>> {
+        let engine = self.clone();
+        let par = self.settings().parallel_chunks.max(1);
+        futures::stream::iter(extents)
+            .map(move |extent| {
+                let engine = engine.clone();
+                async move {
+                    let chunk = engine.read_chunk_with(extent.chunk, cache).await?;
+                    if (chunk.len() as u64) < extent.len {
+                        return Err(Error::new(
+                            ErrorKind::Corrupt,
+                            format!(
+                                "chunk {} is {} bytes but the file expects {}",
+                                extent.chunk.short(),
+                                chunk.len(),
+                                extent.len
+                            ),
+                        ));
+                    }
+                    Ok((extent, chunk))
+                }
+            })
+            .buffered(par)
+            .boxed()
+    }
+}
