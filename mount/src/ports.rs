@@ -21,7 +21,6 @@
 //! * Names are raw bytes, never empty, never `.` or `..`, never containing `/` or NUL:
 //!   the kernel guarantees it and the mount checks it before calling a port.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -340,16 +339,27 @@ pub struct Layout<C> {
     pub extents: Vec<Extent<C>>,
 }
 
+/// Where the new content of a commit is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitSource {
+    /// A local file holding the complete new content (holes are zeros; sparse files stay
+    /// cheap if the store uses `SEEK_DATA`/`SEEK_HOLE`). The mount may keep writing to
+    /// this file while the commit runs: read it front to back once and commit exactly the
+    /// bytes read (its length is where reading stopped); the mount commits again
+    /// afterwards if it changed.
+    File(std::path::PathBuf),
+    /// The complete new content of a small file (at most 128 KiB), already in memory: the
+    /// mount keeps small new files inline, so they never touch the staging directory.
+    Bytes(Bytes),
+}
+
 /// A staged file to commit as the new content of `ino`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitRequest {
     /// The file whose content this becomes.
     pub ino: Ino,
-    /// The complete new content (holes are zeros; sparse files stay cheap if the store uses
-    /// `SEEK_DATA`/`SEEK_HOLE`). The mount may keep writing to this file while the commit
-    /// runs: read it front to back once and commit exactly the bytes read (its length is
-    /// where reading stopped); the mount commits again afterwards if it changed.
-    pub path: std::path::PathBuf,
+    /// The new content.
+    pub source: CommitSource,
 }
 
 /// A committed version.
@@ -384,12 +394,4 @@ pub trait ContentStore: Send + Sync + 'static {
     /// commit in one transaction) or one large file. `NotFound` for a file deleted
     /// meanwhile is expected and harmless.
     async fn commit(&self, batch: &[CommitRequest]) -> Vec<FsResult<Committed>>;
-}
-
-/// Convenience: a path-less view of a [`CommitRequest`]'s file for implementations.
-impl CommitRequest {
-    /// The staged file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }

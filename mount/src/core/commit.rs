@@ -23,7 +23,9 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::Fs;
 use crate::error::FsError;
-use crate::ports::{CommitRequest, Committed, ContentStore, FsResult, Ino, Namespace};
+use crate::ports::{
+    CommitRequest, CommitSource, Committed, ContentStore, FsResult, Ino, Namespace,
+};
 use crate::stage::journal::Record;
 use crate::stage::staged::Staged;
 
@@ -151,14 +153,16 @@ async fn spawn_batch<N: Namespace, C: ContentStore>(
 impl<N: Namespace, C: ContentStore> Fs<N, C> {
     /// Marks every change so far as handed over (journaled: recovery will commit it) and
     /// queues the commit. No-op when nothing new changed.
-    pub(crate) fn hand_over(&self, s: &Arc<Staged<C::Chunk>>, urgent: bool) -> FsResult<()> {
-        let newly = s.track.with(|t| {
-            let newly = t.dirty_gen > t.handed_gen;
-            t.handed_gen = t.dirty_gen;
-            newly
-        });
+    pub(crate) async fn hand_over(&self, s: &Arc<Staged<C::Chunk>>, urgent: bool) -> FsResult<()> {
+        let newly = s.track.with(|t| t.dirty_gen > t.handed_gen);
         if newly {
-            self.inner.area.append(Record::Handover(s.id))?;
+            // The record (an inline file's bytes) is taken after the generation is read,
+            // so it holds at least what the generation says.
+            let generation = s.track.with(|t| t.dirty_gen);
+            let rec = s.handover_record().await;
+            self.inner.area.append(rec)?;
+            s.track
+                .with(|t| t.handed_gen = t.handed_gen.max(generation));
         }
         if newly || urgent {
             self.inner.queue.push(s.ino, urgent);
@@ -171,7 +175,7 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
         let mut ready = Vec::with_capacity(batch.len());
         for s in batch {
             match s.complete(&self.inner.area, &*self.inner.content).await {
-                Ok(generation) => ready.push((s, generation)),
+                Ok((generation, inline)) => ready.push((s, generation, inline)),
                 Err(e) => self.finish(&s, 0, Err(e)).await,
             }
         }
@@ -179,10 +183,13 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
             return;
         }
         let requests: Vec<CommitRequest> = ready
-            .iter()
-            .map(|(s, _)| CommitRequest {
+            .iter_mut()
+            .map(|(s, _, inline)| CommitRequest {
                 ino: s.ino,
-                path: self.inner.area.data_path(s.id),
+                source: match inline.take() {
+                    Some(b) => CommitSource::Bytes(b),
+                    None => CommitSource::File(self.inner.area.data_path(s.id)),
+                },
             })
             .collect();
         let mut results = self.inner.content.commit(&requests).await;
@@ -197,7 +204,7 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
                 .map(|_| Err(FsError::backend(msg.clone())))
                 .collect();
         }
-        for ((s, generation), r) in ready.into_iter().zip(results) {
+        for ((s, generation, _), r) in ready.into_iter().zip(results) {
             self.finish(&s, generation, r).await;
         }
     }
@@ -265,7 +272,7 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
     /// handle is open on its inode. Reads then go to the committed version.
     pub(crate) async fn retire_if_idle(&self, s: &Arc<Staged<C::Chunk>>) {
         let retired = s
-            .retire_if(|| {
+            .retire_if(&self.inner.area, || {
                 if s.track.with(|t| t.is_dirty() || t.inflight) {
                     return false;
                 }
@@ -292,7 +299,7 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
     /// Drops the staged copy of a deleted inode without committing it.
     pub(crate) async fn discard_staged(&self, ino: Ino, s: &Arc<Staged<C::Chunk>>) {
         let removed = s
-            .retire_if(|| {
+            .retire_if(&self.inner.area, || {
                 self.inner.inodes.with(ino, |e| {
                     if e.staged.as_ref().is_some_and(|x| Arc::ptr_eq(x, s)) {
                         e.staged = None;

@@ -203,7 +203,7 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
                     let open = self.inner.inodes.peek(ino, |e| e.open).unwrap_or(0);
                     if open == 0 {
                         self.push_times(&s).await?;
-                        self.hand_over(&s, false)?;
+                        self.hand_over(&s, false).await?;
                     }
                     return Ok(s);
                 }
@@ -258,7 +258,7 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
         let h = self.handle(fh)?;
         if let Some(s) = self.live_staged(h.ino) {
             self.push_times(&s).await?;
-            self.hand_over(&s, false)?;
+            self.hand_over(&s, false).await?;
         }
         Ok(())
     }
@@ -291,7 +291,7 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
         }
         if let Some(s) = staged {
             let r = self.push_times(&s).await;
-            self.hand_over(&s, false)?;
+            self.hand_over(&s, false).await?;
             self.retire_if_idle(&s).await;
             r?;
         }
@@ -305,7 +305,7 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
         };
         self.push_times(&s).await?;
         let (target, seq) = s.track.with(|t| (t.dirty_gen, t.fail_seq));
-        self.hand_over(&s, true)?;
+        self.hand_over(&s, true).await?;
         self.wait_generation(&s, target, seq).await
     }
 

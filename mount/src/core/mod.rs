@@ -166,7 +166,7 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
             if let Err(e) = self.push_times(s).await {
                 first_err.get_or_insert(e);
             }
-            if let Err(e) = self.hand_over(s, true) {
+            if let Err(e) = self.hand_over(s, true).await {
                 first_err.get_or_insert(e);
             }
         }

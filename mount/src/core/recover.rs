@@ -54,7 +54,7 @@ pub(crate) fn scan(dir: &Path) -> FsResult<Found> {
     let mut newest: BTreeMap<u64, u64> = BTreeMap::new();
     for (&id, rec) in &replay.files {
         max_id = max_id.max(id);
-        if rec.handed_over && same_boot && data_path(dir, id).exists() {
+        if rec.handed_over && same_boot && (rec.inline.is_some() || data_path(dir, id).exists()) {
             let slot = newest.entry(rec.ino).or_insert(id);
             *slot = (*slot).max(id);
         }
@@ -119,6 +119,10 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
     }
 
     async fn adopt_one(&self, id: u64, rec: &StagedRecord) -> FsResult<bool> {
+        if let Some(data) = &rec.inline {
+            let staged = Staged::from_inline(&self.inner.area, id, rec.ino, data.clone());
+            return Ok(self.adopt(staged));
+        }
         let path = self.inner.area.data_path(id);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -141,13 +145,19 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
             None
         };
         let staged = Staged::reopen(id, rec.ino, file, base, rec.base_len, &rec.materialized)?;
+        Ok(self.adopt(staged))
+    }
+
+    /// Makes a recovered staged file live: dirty, handed over, queued.
+    fn adopt(&self, staged: Staged<C::Chunk>) -> bool {
         staged.track.with(|t| {
             t.dirty_gen = 1;
             t.handed_gen = 1;
         });
         let staged = Arc::new(staged);
-        self.inner.inodes.with(rec.ino, |e| e.staged = Some(staged));
-        self.inner.queue.push(rec.ino, true);
-        Ok(true)
+        let ino = staged.ino;
+        self.inner.inodes.with(ino, |e| e.staged = Some(staged));
+        self.inner.queue.push(ino, true);
+        true
     }
 }

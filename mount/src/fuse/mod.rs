@@ -48,6 +48,8 @@ pub(crate) struct FuseFs<N, C: ContentStore> {
     pub(crate) rt: Handle,
     pub(crate) ttl: Ttls,
     pub(crate) writeback: bool,
+    /// Run metadata requests on the session threads (see [`FuseFs::run`]).
+    pub(crate) inline: bool,
 }
 
 fn name(n: &OsStr) -> Vec<u8> {
@@ -62,8 +64,29 @@ fn caller(req: &Request) -> Caller {
 }
 
 impl<N: Namespace, C: ContentStore> FuseFs<N, C> {
+    /// Runs a request that may wait long (network fetches, commits) as a task on the
+    /// runtime; the session thread goes back to reading requests at once.
     fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
         self.rt.spawn(f);
+    }
+
+    /// Runs a request bounded by one namespace call (metadata) on the session thread itself
+    /// when `inline` is set: that saves two thread hand-offs per request, which is most of
+    /// the cost of small-file workloads. Otherwise it is spawned.
+    fn run(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.run_or_spawn(true, f);
+    }
+
+    fn run_or_spawn(
+        &self,
+        inline: bool,
+        f: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        if inline && self.inline {
+            self.rt.block_on(f);
+        } else {
+            self.rt.spawn(f);
+        }
     }
 }
 
@@ -125,7 +148,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
         let fs = self.fs.clone();
         let n = name(n);
         let ttl = self.ttl;
-        self.spawn(async move {
+        self.run(async move {
             match fs.lookup(parent.0, &n).await {
                 Ok(a) => reply.entry_with_ttls(&ttl.attr, &ttl.entry, &file_attr(&a), GEN),
                 Err(FsError::NotFound) if !ttl.negative.is_zero() => {
@@ -143,7 +166,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
         let ttl = self.ttl.attr;
-        self.spawn(async move {
+        self.run(async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno_of(&e)),
@@ -186,7 +209,8 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
         };
         let fs = self.fs.clone();
         let ttl = self.ttl.attr;
-        self.spawn(async move {
+        let truncates = req.size.is_some();
+        self.run_or_spawn(!truncates, async move {
             match fs.setattr(ino.0, req).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno_of(&e)),
@@ -196,7 +220,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
                 Err(e) => reply.error(errno_of(&e)),
@@ -216,7 +240,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
     ) {
         let (fs, n, c) = (self.fs.clone(), name(n), caller(req));
         let me = self.clone_shallow();
-        self.spawn(async move {
+        self.run(async move {
             let r = fs.mknod(parent.0, &n, mode, umask, c).await;
             me.reply_entry(reply, r);
         });
@@ -233,7 +257,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
     ) {
         let (fs, n, c) = (self.fs.clone(), name(n), caller(req));
         let me = self.clone_shallow();
-        self.spawn(async move {
+        self.run(async move {
             let r = fs.mkdir(parent.0, &n, mode, umask, c).await;
             me.reply_entry(reply, r);
         });
@@ -241,19 +265,19 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         let (fs, n) = (self.fs.clone(), name(n));
-        self.spawn(async move { empty(reply, fs.unlink(parent.0, &n).await) });
+        self.run(async move { empty(reply, fs.unlink(parent.0, &n).await) });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         let (fs, n) = (self.fs.clone(), name(n));
-        self.spawn(async move { empty(reply, fs.rmdir(parent.0, &n).await) });
+        self.run(async move { empty(reply, fs.rmdir(parent.0, &n).await) });
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, n: &OsStr, target: &Path, reply: ReplyEntry) {
         let (fs, n, c) = (self.fs.clone(), name(n), caller(req));
         let target = target.as_os_str().as_bytes().to_vec();
         let me = self.clone_shallow();
-        self.spawn(async move {
+        self.run(async move {
             let r = fs.symlink(parent.0, &n, &target, c).await;
             me.reply_entry(reply, r);
         });
@@ -270,7 +294,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
         reply: ReplyEmpty,
     ) {
         let (fs, n, nn) = (self.fs.clone(), name(n), name(newname));
-        self.spawn(async move {
+        self.run(async move {
             empty(
                 reply,
                 fs.rename(parent.0, &n, newparent.0, &nn, flags.bits())
@@ -289,7 +313,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
     ) {
         let (fs, nn) = (self.fs.clone(), name(newname));
         let me = self.clone_shallow();
-        self.spawn(async move {
+        self.run(async move {
             let r = fs.link(ino.0, newparent.0, &nn).await;
             me.reply_entry(reply, r);
         });
@@ -297,7 +321,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(o) => reply.opened(FileHandle(o.fh), open_flags(o.keep_cache)),
                 Err(e) => reply.error(errno_of(&e)),
@@ -357,7 +381,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move { empty(reply, fs.flush(fh.0).await) });
+        self.run(async move { empty(reply, fs.flush(fh.0).await) });
     }
 
     fn release(
@@ -371,7 +395,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move { empty(reply, fs.release(fh.0).await) });
+        self.run(async move { empty(reply, fs.release(fh.0).await) });
     }
 
     fn fsync(
@@ -404,7 +428,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
         mut reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.readdir(ino.0, offset, READDIR_ITEMS).await {
                 Ok(items) => {
                     for it in items {
@@ -434,7 +458,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
     ) {
         let fs = self.fs.clone();
         let ttl = self.ttl;
-        self.spawn(async move {
+        self.run(async move {
             match fs.readdir(ino.0, offset, READDIRPLUS_ITEMS).await {
                 Ok(items) => {
                     for it in items {
@@ -489,7 +513,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.statfs().await {
                 Ok(s) => reply.statfs(
                     s.total_bytes / STATFS_BSIZE,
@@ -520,27 +544,27 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
             return reply.error(errno_of(&FsError::InvalidArgument("xattr position")));
         }
         let (fs, n, v) = (self.fs.clone(), name(n), value.to_vec());
-        self.spawn(async move { empty(reply, fs.set_xattr(ino.0, &n, &v, flags).await) });
+        self.run(async move { empty(reply, fs.set_xattr(ino.0, &n, &v, flags).await) });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
         let (fs, n) = (self.fs.clone(), name(n));
-        self.spawn(async move { xattr_reply(reply, size, fs.get_xattr(ino.0, &n).await) });
+        self.run(async move { xattr_reply(reply, size, fs.get_xattr(ino.0, &n).await) });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let fs = self.fs.clone();
-        self.spawn(async move { xattr_reply(reply, size, fs.list_xattr(ino.0).await) });
+        self.run(async move { xattr_reply(reply, size, fs.list_xattr(ino.0).await) });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         let (fs, n) = (self.fs.clone(), name(n));
-        self.spawn(async move { empty(reply, fs.remove_xattr(ino.0, &n).await) });
+        self.run(async move { empty(reply, fs.remove_xattr(ino.0, &n).await) });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(async move { empty(reply, fs.access(ino.0, mask.bits(), c).await) });
+        self.run(async move { empty(reply, fs.access(ino.0, mask.bits(), c).await) });
     }
 
     fn create(
@@ -555,7 +579,7 @@ impl<N: Namespace, C: ContentStore> Filesystem for FuseFs<N, C> {
     ) {
         let (fs, n, c) = (self.fs.clone(), name(n), caller(req));
         let ttl = self.ttl;
-        self.spawn(async move {
+        self.run(async move {
             match fs.create(parent.0, &n, mode, umask, flags, c).await {
                 Ok((a, o)) => reply.created(
                     &ttl.entry,

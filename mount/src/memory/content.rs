@@ -15,7 +15,8 @@ use bytes::Bytes;
 use super::{MemChunk, MemoryBackend, delay};
 use crate::error::FsError;
 use crate::ports::{
-    CommitRequest, Committed, ContentStore, Extent, FsResult, Ino, Layout, NodeKind, VersionId,
+    CommitRequest, CommitSource, Committed, ContentStore, Extent, FsResult, Ino, Layout, NodeKind,
+    VersionId,
 };
 
 #[async_trait]
@@ -79,12 +80,17 @@ impl MemoryBackend {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(FsError::backend("injected commit failure"));
         }
-        let path = req.path.clone();
         let chunk_size = self.inner.chunk_size;
-        let (size, pieces) = tokio::task::spawn_blocking(move || read_chunks(&path, chunk_size))
-            .await
-            .map_err(|e| FsError::backend(format!("commit task: {e}")))?
-            .map_err(|e| FsError::io("read staged file", e))?;
+        let (size, pieces) = match &req.source {
+            CommitSource::File(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || read_chunks(&path, chunk_size))
+                    .await
+                    .map_err(|e| FsError::backend(format!("commit task: {e}")))?
+                    .map_err(|e| FsError::io("read staged file", e))?
+            }
+            CommitSource::Bytes(b) => (b.len() as u64, split_chunks(b, chunk_size)),
+        };
         let mut st = self.lock();
         let node = st.node(req.ino)?;
         if node.attr.kind != NodeKind::File {
@@ -117,6 +123,15 @@ impl MemoryBackend {
         self.persist(&st)?;
         Ok(Committed { version, size })
     }
+}
+
+/// The non-zero `chunk_size` pieces of in-memory content.
+fn split_chunks(b: &Bytes, chunk_size: usize) -> Vec<(u64, Bytes)> {
+    (0..b.len())
+        .step_by(chunk_size)
+        .map(|at| (at as u64, b.slice(at..(at + chunk_size).min(b.len()))))
+        .filter(|(_, piece)| piece.iter().any(|&x| x != 0))
+        .collect()
 }
 
 /// Reads the non-hole, non-zero `chunk_size` pieces of a file. Returns the size read and

@@ -44,6 +44,11 @@ pub struct MountOptions {
     pub writeback_cache: bool,
     /// Threads reading requests from the kernel.
     pub threads: usize,
+    /// Serve metadata requests (bounded by one namespace call) on those threads instead
+    /// of handing them to the runtime: faster for small files, but a slow namespace call
+    /// then holds a session thread. Reads, writes, fsync and truncates are always tasks.
+    /// Needs a multi-threaded runtime.
+    pub inline_metadata: bool,
     /// Name shown as the mount's source in /proc/mounts.
     pub fsname: String,
     /// The core's tuning (prefetch budget, commit batching...).
@@ -59,7 +64,8 @@ impl Default for MountOptions {
             entry_ttl: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(300),
             writeback_cache: true,
-            threads: 2,
+            threads: 4,
+            inline_metadata: true,
             fsname: "datamesh".to_string(),
             fs: FsConfig::default(),
         }
@@ -134,6 +140,7 @@ pub async fn mount<N: Namespace, C: ContentStore>(
             negative: opts.negative_ttl,
         },
         writeback: opts.writeback_cache && !opts.read_only,
+        inline: opts.inline_metadata,
     };
     let config = session_config(&opts);
     let mp = mountpoint.clone();

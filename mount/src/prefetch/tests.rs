@@ -26,7 +26,7 @@ async fn file_of(chunks: usize) -> (Arc<MemoryBackend>, Arc<Layout<u64>>, Vec<u8
     let r = mem
         .commit(&[CommitRequest {
             ino: attr.ino,
-            path,
+            source: crate::ports::CommitSource::File(path),
         }])
         .await;
     r[0].as_ref().unwrap();

@@ -11,6 +11,8 @@
 //! * `Materialized(id, extent)`: base extent `extent` has been copied into the staged file
 //!   (appended after the copy and before any user byte lands in that extent).
 //! * `BaseLen(id, len)`: a truncate shortened the base part to `len`.
+//! * `Inline(id, ino, bytes)`: an inline (in-memory) staged file was handed over; its
+//!   whole content is in the record (a later record for `id` supersedes it).
 //! * `Handover(id)`: close, release, fsync or an handle-less change handed the file over
 //!   for commit: recovery must commit it.
 //! * `Clean(id)`: the file's content was committed and nothing changed since.
@@ -55,6 +57,11 @@ pub(crate) enum Record {
         id: u64,
         len: u64,
     },
+    Inline {
+        id: u64,
+        ino: Ino,
+        data: Vec<u8>,
+    },
     Handover(u64),
     Clean(u64),
     End(u64),
@@ -86,6 +93,9 @@ impl Record {
             }
             Record::BaseLen { id, len } => {
                 e.u8(4).u64(*id).u64(*len);
+            }
+            Record::Inline { id, ino, data } => {
+                e.u8(8).u64(*id).u64(*ino).bytes(data);
             }
             Record::Handover(id) => {
                 e.u8(5).u64(*id);
@@ -131,6 +141,11 @@ impl Record {
                 len: d.u64()?,
             },
             5 => Record::Handover(d.u64()?),
+            8 => Record::Inline {
+                id: d.u64()?,
+                ino: d.u64()?,
+                data: d.bytes()?.to_vec(),
+            },
             6 => Record::Clean(d.u64()?),
             7 => Record::End(d.u64()?),
             _ => return None,
@@ -172,6 +187,8 @@ pub(crate) struct StagedRecord {
     pub(crate) extents: u64,
     pub(crate) materialized: Vec<u64>,
     pub(crate) handed_over: bool,
+    /// Content of an inline file (no local file exists).
+    pub(crate) inline: Option<Vec<u8>>,
 }
 
 /// The journal's content folded per staged file: boot id and the files not ended.
@@ -213,6 +230,17 @@ pub(crate) fn replay(records: &[Record]) -> Replay {
                 if let Some(f) = r.files.get_mut(id) {
                     f.base_len = f.base_len.min(*len);
                 }
+            }
+            Record::Inline { id, ino, data } => {
+                r.files.insert(
+                    *id,
+                    StagedRecord {
+                        ino: *ino,
+                        inline: Some(data.clone()),
+                        handed_over: true,
+                        ..StagedRecord::default()
+                    },
+                );
             }
             Record::Handover(id) => {
                 if let Some(f) = r.files.get_mut(id) {

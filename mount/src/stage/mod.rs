@@ -16,6 +16,11 @@
 //! records every change of the materialized set and of `base_len` before user bytes rely
 //! on it.
 
+/// Largest file kept inline (in memory, journaled at handover) instead of in a local file.
+pub(crate) const INLINE_MAX: u64 = 128 << 10;
+/// Most bytes held inline across all files; beyond it new data goes to local files.
+pub(crate) const INLINE_BUDGET: u64 = 64 << 20;
+
 pub(crate) mod journal;
 pub(crate) mod staged;
 
@@ -36,6 +41,7 @@ pub(crate) struct StagingArea {
     dir: PathBuf,
     boot: Vec<u8>,
     next_id: AtomicU64,
+    inline_used: AtomicU64,
     journal: Mutex<JournalState>,
 }
 
@@ -62,6 +68,7 @@ impl StagingArea {
             dir: dir.to_path_buf(),
             boot,
             next_id: AtomicU64::new(next_id.max(1)),
+            inline_used: AtomicU64::new(0),
             journal: Mutex::new(JournalState { journal, live }),
         })
     }
@@ -71,16 +78,44 @@ impl StagingArea {
         data_path(&self.dir, id)
     }
 
-    /// Creates an empty staged file for `ino` of length `size` and journals it.
-    pub(crate) fn create(
+    /// A fresh staged-file id.
+    pub(crate) fn new_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes of the inline budget; false if it is spent.
+    pub(crate) fn charge(&self, n: u64) -> bool {
+        self.inline_used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&t| t <= INLINE_BUDGET)
+            })
+            .is_ok()
+    }
+
+    /// Takes `n` bytes of the inline budget unconditionally (recovery).
+    pub(crate) fn force_charge(&self, n: u64) {
+        self.inline_used.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Returns `n` bytes to the inline budget.
+    pub(crate) fn uncharge(&self, n: u64) {
+        let _ = self
+            .inline_used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(n))
+            });
+    }
+
+    /// Creates the empty local file `id` for `ino`, of length `size`, and journals it.
+    pub(crate) fn create_file(
         &self,
+        id: u64,
         ino: Ino,
         base: Option<VersionId>,
         base_len: u64,
         extents: u64,
         size: u64,
-    ) -> FsResult<(u64, std::fs::File)> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    ) -> FsResult<std::fs::File> {
         let path = self.data_path(id);
         let file = OpenOptions::new()
             .read(true)
@@ -97,7 +132,7 @@ impl StagingArea {
             base_len,
             extents,
         })?;
-        Ok((id, file))
+        Ok(file)
     }
 
     /// Removes staged file `id` and journals its end.
@@ -163,6 +198,17 @@ fn apply(live: &mut HashMap<u64, StagedRecord>, rec: &Record) {
                 f.base_len = f.base_len.min(*len);
             }
         }
+        Record::Inline { id, ino, data } => {
+            live.insert(
+                *id,
+                StagedRecord {
+                    ino: *ino,
+                    inline: Some(data.clone()),
+                    handed_over: true,
+                    ..StagedRecord::default()
+                },
+            );
+        }
         Record::Handover(id) => {
             if let Some(f) = live.get_mut(id) {
                 f.handed_over = true;
@@ -186,6 +232,14 @@ fn snapshot_records(boot: &[u8], live: &HashMap<u64, StagedRecord>) -> Vec<Recor
     ids.sort_unstable();
     for id in ids {
         let f = &live[&id];
+        if let Some(data) = &f.inline {
+            out.push(Record::Inline {
+                id,
+                ino: f.ino,
+                data: data.clone(),
+            });
+            continue;
+        }
         out.push(Record::Begin {
             id,
             ino: f.ino,
@@ -224,8 +278,16 @@ mod tests {
     fn compaction_keeps_exactly_the_live_files() {
         let dir = tempfile::tempdir().unwrap();
         let area = StagingArea::open(dir.path(), HashMap::new(), 1).unwrap();
-        let (a, _) = area.create(5, Some(VersionId(2)), 100, 1, 100).unwrap();
-        let (b, _) = area.create(6, None, 0, 0, 0).unwrap();
+        let (a, b, c) = (area.new_id(), area.new_id(), area.new_id());
+        area.create_file(a, 5, Some(VersionId(2)), 100, 1, 100)
+            .unwrap();
+        area.create_file(b, 6, None, 0, 0, 0).unwrap();
+        area.append(Record::Inline {
+            id: c,
+            ino: 7,
+            data: b"small".to_vec(),
+        })
+        .unwrap();
         area.append(Record::Materialized { id: a, extent: 0 })
             .unwrap();
         area.append(Record::Handover(a)).unwrap();
@@ -234,7 +296,9 @@ mod tests {
         let reopened = StagingArea::open(dir.path(), live, 10).unwrap();
         drop(reopened);
         let r = journal::replay(&Journal::read(&journal_path(dir.path())).unwrap());
-        assert_eq!(r.files.len(), 1);
+        assert_eq!(r.files.len(), 2);
+        assert_eq!(r.files[&c].inline.as_deref(), Some(&b"small"[..]));
+        assert!(r.files[&c].handed_over);
         let f = &r.files[&a];
         assert_eq!(
             (f.ino, f.materialized.clone(), f.handed_over),

@@ -8,6 +8,12 @@
 //! inode wait for it; other inodes are not affected). Commit bookkeeping is in [`Tracker`]
 //! (a plain mutex, never held across an await).
 //!
+//! Storage: a new file (no base) starts *inline*, its bytes in memory, while it stays
+//! under [`super::INLINE_MAX`] and the area's inline budget allows: no local file is
+//! created at all, and handing it over journals its bytes in one record. This makes the
+//! common small-file case (untar, builds) cost no staging-directory metadata operations.
+//! A file that grows past the limit, or has a base, is *spilled* to a sparse local file.
+//!
 //! Generations: every change bumps `dirty_gen` after its bytes are in the staged file. A
 //! commit records the generation it saw once the file was complete; `fsync` at
 //! generation `g` returns when a commit that saw `>= g` succeeded.
@@ -34,6 +40,12 @@ const INLINE_IO: usize = 128 * 1024;
 #[derive(Debug)]
 struct StageState<K> {
     size: u64,
+    /// Inline content (no base, no file), or None once spilled.
+    mem: Option<Vec<u8>>,
+    /// Bytes of the area's inline budget this file holds.
+    charged: u64,
+    /// The local file (None while inline).
+    file: Option<Arc<File>>,
     base: Option<Arc<Layout<K>>>,
     base_len: u64,
     materialized: Vec<bool>,
@@ -86,7 +98,6 @@ impl Tracker {
 pub(crate) struct Staged<K> {
     pub(crate) id: u64,
     pub(crate) ino: Ino,
-    file: Arc<File>,
     state: tokio::sync::Mutex<StageState<K>>,
     size: AtomicU64,
     pub(crate) track: Tracker,
@@ -100,7 +111,7 @@ pub(crate) struct Staged<K> {
 
 impl<K: Clone + Send + Sync + 'static> Staged<K> {
     /// Creates a staged copy of `ino` whose unwritten bytes come from `base` (None: the
-    /// file starts empty).
+    /// file starts empty). Without base chunks it starts inline.
     pub(crate) fn create(
         area: &StagingArea,
         ino: Ino,
@@ -112,17 +123,36 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
         };
         // A base without chunks (empty or all holes) needs no copy-on-write at all.
         let base = base.filter(|l| !l.extents.is_empty());
+        let id = area.new_id();
+        if base.is_none() && size <= super::INLINE_MAX && area.charge(size) {
+            let mut s = Self::assemble(id, ino, None, None, 0, size, Vec::new());
+            let st = s.state.get_mut();
+            st.mem = Some(vec![0; size as usize]);
+            st.charged = size;
+            return Ok(s);
+        }
         let base_len = if base.is_some() { size } else { 0 };
-        let (id, file) = area.create(ino, version, base_len, extents as u64, size)?;
+        let file = area.create_file(id, ino, version, base_len, extents as u64, size)?;
         Ok(Self::assemble(
             id,
             ino,
-            file,
+            Some(file),
             base,
             base_len,
             size,
             Vec::new(),
         ))
+    }
+
+    /// An inline staged file found by recovery (its bytes were journaled at handover).
+    pub(crate) fn from_inline(area: &StagingArea, id: u64, ino: Ino, data: Vec<u8>) -> Self {
+        let size = data.len() as u64;
+        area.force_charge(size);
+        let mut s = Self::assemble(id, ino, None, None, 0, size, Vec::new());
+        let st = s.state.get_mut();
+        st.mem = Some(data);
+        st.charged = size;
+        s
     }
 
     /// Reopens a staged file found by recovery.
@@ -141,7 +171,7 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
         Ok(Self::assemble(
             id,
             ino,
-            file,
+            Some(file),
             base,
             base_len.min(size),
             size,
@@ -152,7 +182,7 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
     fn assemble(
         id: u64,
         ino: Ino,
-        file: File,
+        file: Option<File>,
         base: Option<Arc<Layout<K>>>,
         base_len: u64,
         size: u64,
@@ -168,9 +198,11 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
         Staged {
             id,
             ino,
-            file: Arc::new(file),
             state: tokio::sync::Mutex::new(StageState {
                 size,
+                mem: None,
+                charged: 0,
+                file: file.map(Arc::new),
                 base,
                 base_len,
                 materialized: mat,
@@ -210,16 +242,79 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
 
     /// With no write, truncate or read in progress, retires the copy if `decide` says so.
     /// Returns whether it is retired.
-    pub(crate) async fn retire_if(&self, decide: impl FnOnce() -> bool) -> bool {
-        let _st = self.state.lock().await;
+    pub(crate) async fn retire_if(
+        &self,
+        area: &StagingArea,
+        decide: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut st = self.state.lock().await;
         if self.is_retired() {
             return true;
         }
         if decide() {
             self.retired.store(true, Ordering::Release);
+            area.uncharge(std::mem::take(&mut st.charged));
+            st.mem = None;
             return true;
         }
         false
+    }
+
+    /// Moves inline content to a local file (it grew, or the inline budget is spent).
+    fn spill(&self, st: &mut StageState<K>, area: &StagingArea) -> FsResult<()> {
+        let Some(mem) = st.mem.take() else {
+            return Ok(());
+        };
+        let file = area.create_file(self.id, self.ino, None, 0, 0, st.size)?;
+        file.write_all_at(&mem, 0)
+            .map_err(|e| FsError::io("spill staged file", e))?;
+        if self.track.with(|t| t.handed_gen > 0) {
+            // The inline record handed over earlier is superseded by the Begin record:
+            // hand the file over again so recovery still commits what was closed.
+            area.append(Record::Handover(self.id))?;
+        }
+        st.file = Some(Arc::new(file));
+        area.uncharge(std::mem::take(&mut st.charged));
+        Ok(())
+    }
+
+    /// Grows inline content to `len` bytes if the limits allow; false means "spill".
+    fn grow_inline(st: &mut StageState<K>, area: &StagingArea, len: u64) -> bool {
+        let Some(mem) = &mut st.mem else {
+            return false;
+        };
+        if len > super::INLINE_MAX {
+            return false;
+        }
+        if len > st.charged {
+            if !area.charge(len - st.charged) {
+                return false;
+            }
+            st.charged = len;
+        }
+        if (mem.len() as u64) < len {
+            mem.resize(len as usize, 0);
+        }
+        true
+    }
+
+    /// The journal record that hands this file over: its bytes if inline, else a marker.
+    pub(crate) async fn handover_record(&self) -> Record {
+        let st = self.state.lock().await;
+        match &st.mem {
+            Some(mem) => Record::Inline {
+                id: self.id,
+                ino: self.ino,
+                data: mem[..st.size as usize].to_vec(),
+            },
+            None => Record::Handover(self.id),
+        }
+    }
+
+    fn file(st: &StageState<K>) -> FsResult<Arc<File>> {
+        st.file
+            .clone()
+            .ok_or_else(|| FsError::backend("staged file missing"))
     }
 
     fn bump(&self) {
@@ -241,6 +336,19 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
         if self.is_retired() {
             return Err(FsError::Stale);
         }
+        if st.mem.is_some() {
+            let grown = end.max(st.size);
+            if Self::grow_inline(&mut st, area, grown) {
+                if let Some(mem) = &mut st.mem {
+                    mem[offset as usize..end as usize].copy_from_slice(&data);
+                }
+                st.size = grown;
+                self.size.store(grown, Ordering::Release);
+                self.bump();
+                return Ok(());
+            }
+            self.spill(&mut st, area)?;
+        }
         let mut covered = Vec::new();
         if let Some(base) = st.base.clone() {
             let limit = end.min(st.base_len);
@@ -260,7 +368,7 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
             }
         }
         let len = data.len();
-        let file = self.file.clone();
+        let file = Self::file(&st)?;
         blocking(len, move || file.write_all_at(&data, offset))
             .await
             .map_err(|e| FsError::io("write staged file", e))?;
@@ -296,7 +404,7 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
         if e.offset < st.base_len {
             let bytes = fetch_extent(content, e).await?;
             let keep = (st.base_len - e.offset).min(e.len) as usize;
-            let file = self.file.clone();
+            let file = Self::file(st)?;
             let at = e.offset;
             blocking(keep, move || file.write_all_at(&bytes[..keep], at))
                 .await
@@ -317,6 +425,18 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
         if self.is_retired() {
             return Err(FsError::Stale);
         }
+        if st.mem.is_some() {
+            if Self::grow_inline(&mut st, area, size) {
+                if let Some(mem) = &mut st.mem {
+                    mem.truncate(size as usize);
+                }
+                st.size = size;
+                self.size.store(size, Ordering::Release);
+                self.bump();
+                return Ok(());
+            }
+            self.spill(&mut st, area)?;
+        }
         if size < st.base_len {
             area.append(Record::BaseLen {
                 id: self.id,
@@ -328,7 +448,7 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
             st.base = None;
             st.materialized.clear();
         }
-        let file = self.file.clone();
+        let file = Self::file(&st)?;
         blocking(0, move || file.set_len(size))
             .await
             .map_err(|e| FsError::io("truncate staged file", e))?;
@@ -352,7 +472,10 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
             }
             let end = st.size.min(offset.saturating_add(u64::from(len)));
             let n = (end - offset) as usize;
-            let file = self.file.clone();
+            if let Some(mem) = &st.mem {
+                return Ok(mem[offset as usize..end as usize].to_vec());
+            }
+            let file = Self::file(&st)?;
             let buf = blocking(n, move || {
                 let mut buf = vec![0u8; n];
                 read_into(&file, &mut buf, offset)?;
@@ -388,12 +511,13 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
     }
 
     /// Materializes every remaining base extent (releasing the lock between extents so
-    /// writers progress), then returns the generation the now complete file holds.
+    /// writers progress), then returns the generation the now complete file holds, and
+    /// for an inline file a snapshot of its bytes.
     pub(crate) async fn complete<C: ContentStore<Chunk = K>>(
         &self,
         area: &StagingArea,
         content: &C,
-    ) -> FsResult<u64> {
+    ) -> FsResult<(u64, Option<bytes::Bytes>)> {
         loop {
             let mut st = self.state.lock().await;
             let next = st.materialized.iter().position(|m| !m);
@@ -402,7 +526,11 @@ impl<K: Clone + Send + Sync + 'static> Staged<K> {
                 _ => {
                     st.base = None;
                     st.materialized.clear();
-                    return Ok(self.track.with(|t| t.dirty_gen));
+                    let snapshot = st
+                        .mem
+                        .as_ref()
+                        .map(|m| bytes::Bytes::copy_from_slice(&m[..st.size as usize]));
+                    return Ok((self.track.with(|t| t.dirty_gen), snapshot));
                 }
             }
         }
