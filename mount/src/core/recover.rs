@@ -161,3 +161,53 @@ impl<N: Namespace, C: ContentStore> Fs<N, C> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::journal::Record;
+
+    fn journal_with_boot(dir: &Path, boot: Vec<u8>) {
+        let records = [
+            Record::Boot(boot),
+            Record::Begin {
+                id: 7,
+                ino: 3,
+                base: None,
+                base_len: 0,
+                extents: 0,
+            },
+            Record::Handover(7),
+            Record::Inline {
+                id: 8,
+                ino: 4,
+                data: b"inline".to_vec(),
+            },
+        ];
+        Journal::rewrite(&journal_path(dir), &records).unwrap();
+        std::fs::write(data_path(dir, 7), b"staged").unwrap();
+        std::fs::write(dir.join("99.data"), b"unknown garbage").unwrap();
+    }
+
+    #[test]
+    fn handed_over_files_of_this_boot_are_kept_and_garbage_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        journal_with_boot(dir.path(), journal::boot_id());
+        let found = scan(dir.path()).unwrap();
+        let mut kept: Vec<_> = found.keep.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [7, 8]);
+        assert_eq!(found.discarded, 1, "the file the journal does not know");
+        assert!(!dir.path().join("99.data").exists());
+        assert!(found.next_id > 99, "ids are never reused");
+    }
+
+    #[test]
+    fn after_a_reboot_uncommitted_files_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        journal_with_boot(dir.path(), b"some-other-boot".to_vec());
+        let found = scan(dir.path()).unwrap();
+        assert!(found.keep.is_empty(), "torn bytes must not replace a good version");
+        assert!(!data_path(dir.path(), 7).exists());
+    }
+}
