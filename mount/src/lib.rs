@@ -16,6 +16,7 @@
 //! The POSIX contract is written down in `docs/SEMANTICS.md`.
 
 mod codec;
+pub mod conformance;
 mod core;
 pub mod errno;
 mod error;

@@ -207,7 +207,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         journal_with_boot(dir.path(), b"some-other-boot".to_vec());
         let found = scan(dir.path()).unwrap();
-        assert!(found.keep.is_empty(), "torn bytes must not replace a good version");
+        assert!(
+            found.keep.is_empty(),
+            "torn bytes must not replace a good version"
+        );
         assert!(!data_path(dir.path(), 7).exists());
     }
 }
