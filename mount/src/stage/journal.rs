@@ -318,6 +318,11 @@ impl Journal {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Current length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
 }
 
 /// The kernel's boot id (changes on every boot), or empty where there is none.

@@ -48,6 +48,9 @@ pub(crate) struct StagingArea {
 #[derive(Debug)]
 struct JournalState {
     journal: Journal,
+    /// Length right after the last rewrite: compaction waits until the journal doubles
+    /// past it, so a large live set (pending inline files) is not rewritten per append.
+    compacted_len: u64,
     /// Mirror of what the journal says about live staged files (for compaction).
     live: HashMap<u64, StagedRecord>,
 }
@@ -64,12 +67,17 @@ impl StagingArea {
         let path = journal_path(dir);
         let journal = Journal::rewrite(&path, &snapshot_records(&boot, &live))
             .map_err(|e| FsError::io("write staging journal", e))?;
+        let compacted_len = journal.len();
         Ok(StagingArea {
             dir: dir.to_path_buf(),
             boot,
             next_id: AtomicU64::new(next_id.max(1)),
             inline_used: AtomicU64::new(0),
-            journal: Mutex::new(JournalState { journal, live }),
+            journal: Mutex::new(JournalState {
+                journal,
+                compacted_len,
+                live,
+            }),
         })
     }
 
@@ -155,11 +163,14 @@ impl StagingArea {
             .journal
             .append(&rec)
             .map_err(|e| FsError::io("append staging journal", e))?;
-        if len > journal::COMPACT_BYTES {
+        if len > journal::COMPACT_BYTES.max(js.compacted_len.saturating_mul(2)) {
             let records = snapshot_records(&self.boot, &js.live);
             let path = js.journal.path().to_path_buf();
             match Journal::rewrite(&path, &records) {
-                Ok(j) => js.journal = j,
+                Ok(j) => {
+                    js.compacted_len = j.len();
+                    js.journal = j;
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot compact staging journal"),
             }
         }
@@ -305,5 +316,36 @@ mod tests {
             (5, vec![0], true)
         );
         assert!(!data_path(dir.path(), b).exists());
+    }
+
+    #[test]
+    fn the_journal_is_compacted_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = StagingArea::open(dir.path(), HashMap::new(), 1).unwrap();
+        let keep = area.new_id();
+        area.append(Record::Inline {
+            id: keep,
+            ino: 1,
+            data: vec![7; 1000],
+        })
+        .unwrap();
+        for _ in 0..300 {
+            let id = area.new_id();
+            area.append(Record::Inline {
+                id,
+                ino: 2,
+                data: vec![1; 32 << 10],
+            })
+            .unwrap();
+            area.append(Record::End(id)).unwrap();
+        }
+        let len = std::fs::metadata(journal_path(dir.path())).unwrap().len();
+        assert!(
+            len < journal::COMPACT_BYTES + (64 << 10),
+            "journal grew to {len} bytes"
+        );
+        let r = journal::replay(&Journal::read(&journal_path(dir.path())).unwrap());
+        assert_eq!(r.files.len(), 1, "only the live file survives compaction");
+        assert_eq!(r.files[&keep].inline.as_deref(), Some(&[7u8; 1000][..]));
     }
 }
