@@ -115,7 +115,9 @@ pub struct MountHandle<N, C: ContentStore> {
 }
 
 /// Mounts the namespace of `ns`/`content` at `mountpoint`, staging writes in `stage_dir`.
-/// Must be called within a tokio runtime (its handle serves every request). A stale mount
+/// Must be called within a tokio runtime (its handle serves every request; use a
+/// multi-threaded one: a current-thread runtime serves requests only while its thread
+/// is inside `block_on`, and never inline). A stale mount
 /// at `mountpoint` (a crashed earlier run) is detached first.
 pub async fn mount<N: Namespace, C: ContentStore>(
     ns: Arc<N>,
@@ -140,7 +142,11 @@ pub async fn mount<N: Namespace, C: ContentStore>(
             negative: opts.negative_ttl,
         },
         writeback: opts.writeback_cache && !opts.read_only,
-        inline: opts.inline_metadata,
+        // A current-thread runtime is only driven by its own thread: requests must then
+        // be tasks, never block_on from the session threads.
+        inline: opts.inline_metadata
+            && tokio::runtime::Handle::current().runtime_flavor()
+                != tokio::runtime::RuntimeFlavor::CurrentThread,
     };
     let config = session_config(&opts);
     let mp = mountpoint.clone();
