@@ -13,8 +13,13 @@
 //! [`Engine::read_extents`] streams a file's chunks in order with up to
 //! `parallel_chunks` fetched ahead, so a 10 GiB file needs a few chunks of memory.
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use lru::LruCache;
+use tokio::sync::OnceCell;
 
 use super::fetch::{self, StripeRef};
 use super::{Engine, blocking};
@@ -118,6 +123,10 @@ impl Engine {
     }
 
     /// The chunks of `extents`, in order, fetched up to `parallel_chunks` ahead.
+    ///
+    /// A chunk that recurs within a short distance (the zero chunks of a sparse file, a
+    /// repeated block) is fetched once: the stream keeps the last `2 × parallel_chunks`
+    /// chunks it fetched, whatever `cache` says, so memory stays bounded.
     pub fn read_extents(
         &self,
         extents: Vec<ChunkRef>,
@@ -125,11 +134,24 @@ impl Engine {
     ) -> BoxStream<'static, Result<(ChunkRef, VerifiedChunk)>> {
         let engine = self.clone();
         let par = self.settings().parallel_chunks.max(1);
+        let recent: Arc<Mutex<LruCache<ChunkId, Arc<OnceCell<VerifiedChunk>>>>> =
+            Arc::new(Mutex::new(LruCache::new(
+                NonZeroUsize::new(2 * par).expect("2 * par >= 2"),
+            )));
         futures::stream::iter(extents)
             .map(move |extent| {
                 let engine = engine.clone();
+                let recent = recent.clone();
                 async move {
-                    let chunk = engine.read_chunk_with(extent.chunk, cache).await?;
+                    let cell = recent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(extent.chunk, Default::default)
+                        .clone();
+                    let chunk = cell
+                        .get_or_try_init(|| engine.read_chunk_with(extent.chunk, cache))
+                        .await?
+                        .clone();
                     if (chunk.len() as u64) < extent.len {
                         return Err(Error::new(
                             ErrorKind::Corrupt,
