@@ -76,6 +76,9 @@ pub enum Command {
     Prune(PruneArgs),
     /// Set or change tags on a name
     Tag(TagArgs),
+    /// Verify the catalog and that every shard is present; --read-data also reads,
+    /// verifies and repairs every chunk
+    Check(CheckArgs),
     /// Keystore backup, restore and passphrase change
     #[command(subcommand)]
     Key(KeyCommand),
@@ -234,6 +237,16 @@ pub struct PruneArgs {
     pub keep_last: u64,
     /// Only this name [default: every file]
     pub name: Option<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Read every shard, verify it, and rebuild the bad ones (needs the passphrase)
+    #[arg(long)]
+    pub read_data: bool,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -116,6 +116,7 @@ async fn dispatch(command: Command, ctx: &CliContext) -> anyhow::Result<()> {
         Command::Duplicate(a) => ns_cmds::duplicate(ctx, a).await,
         Command::Prune(a) => ns_cmds::prune(ctx, a).await,
         Command::Tag(a) => ns_cmds::tag(ctx, a).await,
+        Command::Check(a) => query_cmds::check(ctx, a).await,
         Command::List(a) => query_cmds::list(ctx, a).await,
         Command::Info(a) => query_cmds::info(ctx, a).await,
         Command::Stats(a) => query_cmds::stats(ctx, a).await,

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::CliContext;
-use super::args::{InfoArgs, JsonArg, ListArgs, RecentArgs, SearchArgs, VersionsArgs};
+use super::args::{CheckArgs, InfoArgs, JsonArg, ListArgs, RecentArgs, SearchArgs, VersionsArgs};
 use super::names::{name_bytes, resolve_key};
 use super::output::{self, mode, parse_since, time};
 use crate::catalog::{ListEntry, ListFilter, NodeKind, SearchQuery};
@@ -291,4 +291,64 @@ pub async fn stats(ctx: &CliContext, args: JsonArg) -> anyhow::Result<()> {
         ],
     ];
     output::table(&["", ""], &rows)
+}
+
+pub async fn check(ctx: &CliContext, args: CheckArgs) -> anyhow::Result<()> {
+    let report = if args.read_data {
+        let repo = ctx.open_unlocked().await?;
+        let store = ctx.store(&repo).await?;
+        let engine = repo.engine(store)?;
+        engine.recover().await?;
+        engine.check(true).await?
+    } else {
+        let repo = ctx.open_metadata().await?;
+        let store = ctx.store(&repo).await?;
+        crate::engine::scrub::check_presence(repo.catalog(), &store)
+            .await?
+            .0
+    };
+    if args.json {
+        output::json(&report)?;
+    } else {
+        for p in &report.catalog_problems {
+            println!("catalog: {p}");
+        }
+        for c in &report.chunks_lost {
+            println!("LOST {c}");
+        }
+        for c in &report.chunks_degraded {
+            println!("degraded {c}");
+        }
+        println!(
+            "checked {} shards: {} missing{}",
+            report.shards_checked,
+            report.shards_missing,
+            if args.read_data {
+                format!(
+                    "; read {} chunks, repaired {} shards",
+                    report.chunks_read, report.shards_repaired
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !report.is_ok() {
+        let hint = if args.read_data {
+            ""
+        } else {
+            "; run `datamesh check --read-data` to repair what can be rebuilt"
+        };
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "the repository has problems: {} catalog, {} chunks lost, {} degraded{hint}",
+                report.catalog_problems.len(),
+                report.chunks_lost.len(),
+                report.chunks_degraded.len()
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }

@@ -92,6 +92,9 @@ pub struct FetchPolicy {
     pub timeout: Duration,
     /// Start a backup request when a request has not answered after this long.
     pub hedge_after: Duration,
+    /// Request and verify every shard, not just `k` (a scrub), so that every bad shard
+    /// is found and rebuilt.
+    pub fetch_all: bool,
 }
 
 impl Default for FetchPolicy {
@@ -99,6 +102,7 @@ impl Default for FetchPolicy {
         FetchPolicy {
             timeout: Duration::from_secs(30),
             hedge_after: Duration::from_millis(750),
+            fetch_all: false,
         }
     }
 }
@@ -173,12 +177,13 @@ pub async fn fetch_stripe(
             }
         }
     };
-    while next < k {
+    let first = if policy.fetch_all { total } else { k };
+    while next < first {
         inflight.push(request(next));
         next += 1;
     }
     let mut have = 0usize;
-    while have < k {
+    while have < k || (policy.fetch_all && !inflight.is_empty()) {
         let hedge = tokio::time::sleep(policy.hedge_after);
         tokio::select! {
             outcome = inflight.next() => match outcome {
@@ -200,7 +205,7 @@ pub async fn fetch_stripe(
                 }
                 None => break, // nothing in flight and nothing left to ask
             },
-            _ = hedge, if next < total && !inflight.is_empty() => {
+            _ = hedge, if !policy.fetch_all && next < total && !inflight.is_empty() => {
                 tracing::debug!(index = next, "hedging a slow shard request");
                 inflight.push(request(next));
                 next += 1;

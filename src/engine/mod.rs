@@ -24,6 +24,7 @@ pub mod cache;
 pub mod fetch;
 pub mod gc;
 pub mod reader;
+pub mod scrub;
 pub mod writer;
 
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use futures::stream::BoxStream;
 use lru::LruCache;
 use tokio::sync::OnceCell;
 
-use super::fetch::{self, StripeRef};
+use super::fetch::{self, FetchPolicy, StripeRef};
 use super::{Engine, blocking};
 use crate::catalog::{ChunkData, ChunkRef};
 use crate::crypto::chunk::{self as sealing, VerifiedChunk};
@@ -82,6 +82,36 @@ impl Engine {
             self.inner.cache.insert(chunk.clone());
         }
         Ok(chunk)
+    }
+
+    /// Fetches chunk `id` with every shard verified, rebuilding and writing back the bad
+    /// ones; returns how many were repaired. Inline chunks are opened and checked.
+    pub async fn scrub_chunk(&self, id: ChunkId) -> Result<u64> {
+        let record = self
+            .with_catalog(move |c| Ok(c.chunk(&id)?))
+            .await?
+            .ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, format!("chunk {} is gone", id.short()))
+            })?;
+        let (sealed, repaired) = match record.data {
+            ChunkData::Inline(bytes) => (bytes, 0),
+            ChunkData::Sharded { k, m, shards } => {
+                let stripe = StripeRef::from_record(k, m, record.sealed_len, &shards)?;
+                let policy = FetchPolicy {
+                    fetch_all: true,
+                    ..self.settings().fetch
+                };
+                let fetched = fetch::fetch_stripe(self.store(), &stripe, policy).await?;
+                let n = fetched.rebuilt.len() as u64;
+                if n > 0 {
+                    self.repair(id, &stripe, fetched.rebuilt).await;
+                }
+                (fetched.sealed, n)
+            }
+        };
+        let keys = self.inner.keys.clone();
+        blocking(move || Ok(sealing::open_vec(&keys, &id, sealed)?)).await?;
+        Ok(repaired)
     }
 
     /// Writes rebuilt shards back and records their holders. Failures are logged, not

@@ -135,10 +135,13 @@ impl Inner {
         let result = (|| {
             for shard in shards {
                 let path = self.shard_path(&shard.id);
+                // Already here (content addressed)? Only identical bytes count: a file
+                // of the right length may be a damaged copy that repair is replacing.
                 if let Ok(meta) = fs::metadata(&path)
                     && meta.len() == shard.bytes.len() as u64
+                    && fs::read(&path).is_ok_and(|b| b == shard.bytes)
                 {
-                    continue; // already here (content addressed)
+                    continue;
                 }
                 let parent = path
                     .parent()
@@ -383,6 +386,23 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rewrites_a_damaged_shard_of_the_same_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let a = shard(b"some shard bytes");
+        store
+            .put_shards(std::slice::from_ref(&a), &[])
+            .await
+            .unwrap();
+        fs::write(store.shard_path(&a.id), b"SOME shard bytes").unwrap();
+        store
+            .put_shards(std::slice::from_ref(&a), &[])
+            .await
+            .unwrap();
+        assert_eq!(store.get(&a.id, &Holder::local()).await.unwrap(), a.bytes);
     }
 
     #[tokio::test]
