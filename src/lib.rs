@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod chunker;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod crypto;
 pub mod engine;
 pub mod error;

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 /// datamesh: an encrypted, erasure-coded, self-healing storage mesh shown as a folder.
 #[derive(Parser, Debug)]
@@ -79,12 +80,14 @@ pub enum Command {
     /// Verify the catalog and that every shard is present; --read-data also reads,
     /// verifies and repairs every chunk
     Check(CheckArgs),
+    /// Wait until everything written through the running mount is durable
+    Sync,
     /// Keystore backup, restore and passphrase change
     #[command(subcommand)]
     Key(KeyCommand),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct JsonArg {
     /// Machine-readable output
     #[arg(long)]
@@ -107,9 +110,10 @@ pub struct InitArgs {
     pub parity_shards: Option<u8>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct PutArgs {
-    /// File or directory to store
+    /// File or directory to store (`-` for standard input, with --name)
+    #[serde(with = "crate::control::serde_path")]
     pub path: PathBuf,
     /// Name in the repository [default: the file name; for -r, the directory name]
     #[arg(long, value_name = "PATH")]
@@ -125,11 +129,12 @@ pub struct PutArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct GetArgs {
     /// Name (or chunk-list key shown by `info`) to retrieve
     pub name: OsString,
     /// Output file, or `-` for standard output
+    #[serde(with = "crate::control::serde_path")]
     pub output: PathBuf,
     /// Version number to retrieve (see `versions`) [default: the current one]
     #[arg(long, value_name = "N")]
@@ -139,7 +144,7 @@ pub struct GetArgs {
     pub force: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct ListArgs {
     /// Only names under this directory
     pub prefix: Option<OsString>,
@@ -154,7 +159,7 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct InfoArgs {
     /// Name to describe
     pub name: OsString,
@@ -163,7 +168,7 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct RmArgs {
     /// Names to remove
     #[arg(required = true)]
@@ -173,7 +178,7 @@ pub struct RmArgs {
     pub recursive: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct RenameArgs {
     /// Current name
     pub old: OsString,
@@ -184,7 +189,7 @@ pub struct RenameArgs {
     pub force: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct DuplicateArgs {
     /// Source name (a file)
     pub src: OsString,
@@ -192,7 +197,7 @@ pub struct DuplicateArgs {
     pub dst: OsString,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct SearchArgs {
     /// Text to find in names (case-insensitive), or a regex with --regex
     pub query: String,
@@ -207,7 +212,7 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct RecentArgs {
     /// At most this many versions
     #[arg(long, default_value_t = 20)]
@@ -221,7 +226,7 @@ pub struct RecentArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct VersionsArgs {
     /// Name of a file
     pub name: OsString,
@@ -230,7 +235,7 @@ pub struct VersionsArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct PruneArgs {
     /// Versions to keep per file (the newest; at least 1)
     #[arg(long, value_name = "N")]
@@ -239,7 +244,7 @@ pub struct PruneArgs {
     pub name: Option<OsString>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct CheckArgs {
     /// Read every shard, verify it, and rebuild the bad ones (needs the passphrase)
     #[arg(long)]
@@ -249,7 +254,7 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct TagArgs {
     /// Name to tag
     pub name: OsString,

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::CliContext;
 use super::args::{GetArgs, PutArgs};
+use super::context::Change;
 use super::names::{name_bytes, resolve_key};
 use super::output;
 use crate::adapters::agent::EngineRepository;
@@ -100,10 +101,7 @@ pub async fn put(ctx: &CliContext, args: PutArgs) -> anyhow::Result<()> {
         }
         None => default_name(&args.path)?,
     };
-    let repo = ctx.open_unlocked().await?;
-    let store = ctx.store(&repo).await?;
-    let engine = repo.engine(store)?;
-    engine.recover().await?;
+    let (_repo, engine) = ctx.open_engine().await?;
     let target = EngineRepository::new(engine.clone());
 
     if let Some(m) = &meta
@@ -129,7 +127,7 @@ pub async fn put(ctx: &CliContext, args: PutArgs) -> anyhow::Result<()> {
     let result = if stdin {
         let m = crate::adapters::agent::meta_now();
         target
-            .store_reader(&name, std::io::stdin(), &m, &args.tags, Some(counter))
+            .store_reader(&name, ctx.take_stdin()?, &m, &args.tags, Some(counter))
             .await
     } else {
         let file = File::open(&args.path)
@@ -146,6 +144,7 @@ pub async fn put(ctx: &CliContext, args: PutArgs) -> anyhow::Result<()> {
         let _ = f.await;
     }
     let (version, stats) = result.with_context(|| String::from_utf8_lossy(&name).into_owned())?;
+    ctx.changed(&[Change::Path(name.clone()), Change::Inode(version.ino.0)]);
     warn_tolerance(ctx, &engine, stats.min_tolerance);
     let out = PutResult {
         name: String::from_utf8_lossy(&name).into_owned(),
@@ -158,9 +157,10 @@ pub async fn put(ctx: &CliContext, args: PutArgs) -> anyhow::Result<()> {
         stored_bytes: stats.stored_bytes,
     };
     if args.json {
-        output::json(&out)?;
+        output::json(ctx, &out)?;
     } else {
-        println!(
+        crate::outln!(
+            ctx,
             "stored {} version {} ({}; {} chunks, {} new, {} deduplicated)",
             out.name,
             out.version,
@@ -213,6 +213,7 @@ async fn put_tree(
         counter.fetch_add(n, Ordering::Relaxed);
     };
     let report = backup_tree(target, &args.path, name, &options, &on_file).await;
+    ctx.changed(&[Change::Path(name.to_vec())]);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -224,7 +225,7 @@ async fn put_tree(
         ctx.note(format!("skipped {path}: {what}"));
     }
     for (path, why) in &report.failed {
-        eprintln!("datamesh: failed to store {path}: {why}");
+        ctx.error(format!("failed to store {path}: {why}"));
     }
     if args.json {
         #[derive(Serialize)]
@@ -237,17 +238,21 @@ async fn put_tree(
             skipped: &'a [(String, String)],
             failed: &'a [(String, String)],
         }
-        output::json(&TreeResult {
-            name: String::from_utf8_lossy(name).into_owned(),
-            dirs: report.dirs,
-            files: report.files_stored,
-            bytes: report.bytes_stored,
-            new_bytes: report.bytes_new,
-            skipped: &report.skipped,
-            failed: &report.failed,
-        })?;
+        output::json(
+            ctx,
+            &TreeResult {
+                name: String::from_utf8_lossy(name).into_owned(),
+                dirs: report.dirs,
+                files: report.files_stored,
+                bytes: report.bytes_stored,
+                new_bytes: report.bytes_new,
+                skipped: &report.skipped,
+                failed: &report.failed,
+            },
+        )?;
     } else {
-        println!(
+        crate::outln!(
+            ctx,
             "stored {} ({} files, {} directories, {}; {} new)",
             String::from_utf8_lossy(name),
             report.files_stored,
@@ -281,9 +286,7 @@ fn dir_bytes(root: &Path) -> u64 {
 }
 
 pub async fn get(ctx: &CliContext, args: GetArgs) -> anyhow::Result<()> {
-    let repo = ctx.open_unlocked().await?;
-    let store = ctx.store(&repo).await?;
-    let engine = repo.engine(store)?;
+    let (_repo, engine) = ctx.open_engine().await?;
     let key = args.name.clone();
     let version = args.version;
     let (attr, path, content) = engine
@@ -338,7 +341,7 @@ pub async fn get(ctx: &CliContext, args: GetArgs) -> anyhow::Result<()> {
         progress_bar(ctx, size, &shown)
     };
     let result = if to_stdout {
-        write_stdout(&engine, refs, size).await
+        write_stdout(ctx, &engine, refs, size).await
     } else {
         write_file(
             &engine,
@@ -359,38 +362,42 @@ pub async fn get(ctx: &CliContext, args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Streams the content to stdout, holes as zeros.
+/// Streams the content to the command's stdout, holes as zeros.
 async fn write_stdout(
+    ctx: &CliContext,
     engine: &Engine,
     refs: Vec<crate::catalog::ChunkRef>,
     size: u64,
 ) -> crate::Result<()> {
-    let mut out = tokio::io::stdout();
-    use tokio::io::AsyncWriteExt;
+    let out = ctx.out();
     let mut pos = 0u64;
-    let zeros = vec![0u8; 1 << 16];
     let mut stream = engine.read_extents(refs, CacheUse::Bypass);
-    let write_zeros = async |out: &mut tokio::io::Stdout, mut n: u64| -> crate::Result<()> {
-        while n > 0 {
-            let take = n.min(zeros.len() as u64) as usize;
-            out.write_all(&zeros[..take]).await?;
-            n -= take as u64;
-        }
-        Ok(())
+    // One blocking write per chunk; a gap before it (a hole) is written as zeros.
+    let write = |gap: u64, data: Option<bytes::Bytes>| {
+        let mut out = out.clone();
+        blocking(move || {
+            let zeros = [0u8; 1 << 16];
+            let mut n = gap;
+            while n > 0 {
+                let take = n.min(zeros.len() as u64) as usize;
+                out.write_all(&zeros[..take])?;
+                n -= take as u64;
+            }
+            if let Some(d) = data {
+                out.write_all(&d)?;
+            }
+            Ok(())
+        })
     };
     while let Some(item) = stream.next().await {
         let (r, chunk) = item?;
-        if r.offset > pos {
-            write_zeros(&mut out, r.offset - pos).await?;
-        }
-        out.write_all(&chunk.data()[..r.len as usize]).await?;
+        let data = chunk.into_data().slice(..r.len as usize);
+        write(r.offset.saturating_sub(pos), Some(data)).await?;
         pos = r.offset + r.len;
     }
-    if size > pos {
-        write_zeros(&mut out, size - pos).await?;
-    }
-    out.flush().await?;
-    Ok(())
+    write(size.saturating_sub(pos), None).await?;
+    let mut out = ctx.out();
+    blocking(move || Ok(out.flush()?)).await
 }
 
 /// Writes the content to a temporary file beside `dest` and renames it into place, so a

@@ -93,8 +93,11 @@ pub async fn key(ctx: &CliContext, cmd: KeyCommand) -> anyhow::Result<()> {
             force,
             new_password_file,
         } => {
-            let repo = ctx.open_unlocked().await?;
-            let keys = repo.keys().expect("unlocked").clone();
+            let (repo, _engine) = ctx.open_engine().await?;
+            let keys = repo
+                .keys()
+                .ok_or_else(|| Error::new(ErrorKind::Internal, "the keystore is not unlocked"))?
+                .clone();
             let params = keystore::inspect(&repo.paths().keystore())?.params;
             let src = source(NEW_PASSWORD_ENV, new_password_file);
             let what = format!("the backup {}", file.display());

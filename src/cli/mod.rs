@@ -23,7 +23,7 @@
 //! on stderr.
 
 pub mod args;
-mod context;
+pub mod context;
 mod data_cmds;
 mod key_cmds;
 mod names;
@@ -37,6 +37,7 @@ use clap::Parser;
 
 pub use context::CliContext;
 
+use crate::control::Forwarded;
 use crate::error::{Error, ErrorKind};
 use args::{Cli, Command};
 
@@ -60,6 +61,19 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
+    // A repository owned by a running mount gets the command through its control socket.
+    if let Some(forwarded) = forwardable(&cli.command) {
+        let outcome = crate::repo::RepoPaths::resolve(cli.global.repo.as_deref())
+            .and_then(|paths| crate::control::client::forward(&paths, forwarded, cli.global.quiet));
+        match outcome {
+            Ok(crate::control::client::Outcome::Exited(code)) => return ExitCode::from(code),
+            Ok(crate::control::client::Outcome::NoOwner) => {}
+            Err(e) => {
+                eprintln!("datamesh: {e}");
+                return ExitCode::from(exit_code(e.kind()));
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("datamesh")
@@ -73,56 +87,97 @@ pub fn main() -> ExitCode {
     };
     let ctx = CliContext::new(cli.global.clone());
     let result = runtime.block_on(dispatch(cli.command, &ctx));
+    let code = finish(&ctx, result);
     // Do not wait for stray blocking tasks (e.g. a prompt) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    ExitCode::from(code)
+}
+
+/// Prints a command's error once (to the command's stderr) and returns its exit code.
+pub fn finish(ctx: &CliContext, result: anyhow::Result<()>) -> u8 {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(err) => {
             if let Some(Reported(e)) = err.downcast_ref::<Reported>() {
-                return ExitCode::from(exit_code(e.kind()));
+                return exit_code(e.kind());
             }
             let kind = err
                 .chain()
                 .find_map(|e| e.downcast_ref::<Error>())
                 .map(Error::kind)
                 .unwrap_or(ErrorKind::Io);
-            eprintln!("datamesh: {err:#}");
-            ExitCode::from(exit_code(kind))
+            ctx.error(format!("{err:#}"));
+            exit_code(kind)
         }
     }
 }
 
-/// An error a command already printed (e.g. one of several names failed); `main` only
-/// turns it into the exit code.
-#[derive(Debug)]
-pub struct Reported(pub Error);
+/// The commands a running mount executes on a client's behalf, with paths made
+/// absolute (the mount has its own working directory).
+fn forwardable(command: &Command) -> Option<Forwarded> {
+    use crate::control::absolute;
+    Some(match command {
+        Command::Put(a) => {
+            let mut a = a.clone();
+            a.path = absolute(&a.path);
+            Forwarded::Put(a)
+        }
+        Command::Get(a) => {
+            let mut a = a.clone();
+            a.output = absolute(&a.output);
+            Forwarded::Get(a)
+        }
+        Command::List(a) => Forwarded::List(a.clone()),
+        Command::Info(a) => Forwarded::Info(a.clone()),
+        Command::Stats(a) => Forwarded::Stats(a.clone()),
+        Command::Rm(a) => Forwarded::Rm(a.clone()),
+        Command::Rename(a) => Forwarded::Rename(a.clone()),
+        Command::Duplicate(a) => Forwarded::Duplicate(a.clone()),
+        Command::Search(a) => Forwarded::Search(a.clone()),
+        Command::Recent(a) => Forwarded::Recent(a.clone()),
+        Command::Versions(a) => Forwarded::Versions(a.clone()),
+        Command::Prune(a) => Forwarded::Prune(a.clone()),
+        Command::Tag(a) => Forwarded::Tag(a.clone()),
+        Command::Check(a) => Forwarded::Check(a.clone()),
+        Command::Sync => Forwarded::Sync,
+        _ => return None,
+    })
+}
 
-impl std::fmt::Display for Reported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+/// Runs a command that came over the control socket (or was forwardable and ran here).
+pub async fn run_forwarded(command: Forwarded, ctx: &CliContext) -> anyhow::Result<()> {
+    match command {
+        Forwarded::Put(a) => data_cmds::put(ctx, a).await,
+        Forwarded::Get(a) => data_cmds::get(ctx, a).await,
+        Forwarded::Rm(a) => ns_cmds::rm(ctx, a).await,
+        Forwarded::Rename(a) => ns_cmds::rename(ctx, a).await,
+        Forwarded::Duplicate(a) => ns_cmds::duplicate(ctx, a).await,
+        Forwarded::Prune(a) => ns_cmds::prune(ctx, a).await,
+        Forwarded::Tag(a) => ns_cmds::tag(ctx, a).await,
+        Forwarded::List(a) => query_cmds::list(ctx, a).await,
+        Forwarded::Info(a) => query_cmds::info(ctx, a).await,
+        Forwarded::Stats(a) => query_cmds::stats(ctx, a).await,
+        Forwarded::Search(a) => query_cmds::search(ctx, a).await,
+        Forwarded::Recent(a) => query_cmds::recent(ctx, a).await,
+        Forwarded::Versions(a) => query_cmds::versions(ctx, a).await,
+        Forwarded::Check(a) => query_cmds::check(ctx, a).await,
+        Forwarded::Sync => {
+            if !ctx.settle().await? {
+                ctx.note("no mount is running on this repository: nothing is pending");
+            }
+            Ok(())
+        }
     }
 }
 
-impl std::error::Error for Reported {}
-
 async fn dispatch(command: Command, ctx: &CliContext) -> anyhow::Result<()> {
+    if let Some(f) = forwardable(&command) {
+        return run_forwarded(f, ctx).await;
+    }
     match command {
         Command::Init(a) => key_cmds::init(ctx, a).await,
         Command::Key(k) => key_cmds::key(ctx, k).await,
-        Command::Put(a) => data_cmds::put(ctx, a).await,
-        Command::Get(a) => data_cmds::get(ctx, a).await,
-        Command::Rm(a) => ns_cmds::rm(ctx, a).await,
-        Command::Rename(a) => ns_cmds::rename(ctx, a).await,
-        Command::Duplicate(a) => ns_cmds::duplicate(ctx, a).await,
-        Command::Prune(a) => ns_cmds::prune(ctx, a).await,
-        Command::Tag(a) => ns_cmds::tag(ctx, a).await,
-        Command::Check(a) => query_cmds::check(ctx, a).await,
-        Command::List(a) => query_cmds::list(ctx, a).await,
-        Command::Info(a) => query_cmds::info(ctx, a).await,
-        Command::Stats(a) => query_cmds::stats(ctx, a).await,
-        Command::Search(a) => query_cmds::search(ctx, a).await,
-        Command::Recent(a) => query_cmds::recent(ctx, a).await,
-        Command::Versions(a) => query_cmds::versions(ctx, a).await,
+        _ => unreachable!("every other command is forwardable"),
     }
 }
 
@@ -142,3 +197,16 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .with_target(false)
         .try_init();
 }
+
+/// An error a command already printed (e.g. one of several names failed); the exit code
+/// is all that is left to report.
+#[derive(Debug)]
+pub struct Reported(pub Error);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Reported {}

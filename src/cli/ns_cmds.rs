@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::CliContext;
 use super::args::{DuplicateArgs, PruneArgs, RenameArgs, RmArgs, TagArgs};
+use super::context::Change;
 use super::names::{name_bytes, resolve_key, split_last};
 use crate::catalog::{Catalog, Ino, LastLink, NodeKind, RenameMode};
 use crate::config::human_bytes;
@@ -95,10 +96,16 @@ pub async fn rm(ctx: &CliContext, args: RmArgs) -> anyhow::Result<()> {
         })
         .await;
         match result {
-            Ok(n) if n > 1 => ctx.note(format!("removed {shown} ({n} entries)")),
-            Ok(_) => ctx.note(format!("removed {shown}")),
+            Ok(n) => {
+                ctx.changed(&[Change::Path(name_bytes(name))]);
+                if n > 1 {
+                    ctx.note(format!("removed {shown} ({n} entries)"));
+                } else {
+                    ctx.note(format!("removed {shown}"));
+                }
+            }
             Err(e) => {
-                eprintln!("datamesh: {e}");
+                ctx.error(e.to_string());
                 first_error.get_or_insert(e);
             }
         }
@@ -165,6 +172,7 @@ pub async fn duplicate(ctx: &CliContext, args: DuplicateArgs) -> anyhow::Result<
         Ok(attr.size)
     })
     .await?;
+    ctx.changed(&[Change::Path(name_bytes(&args.dst))]);
     ctx.note(format!(
         "duplicated {} to {} ({} shared, nothing copied)",
         args.src.to_string_lossy(),
@@ -194,9 +202,12 @@ pub async fn prune(ctx: &CliContext, args: PruneArgs) -> anyhow::Result<()> {
     })
     .await?;
     collect(ctx, &repo).await?;
-    println!(
+    crate::outln!(
+        ctx,
         "pruned {} versions; {} chunks and {} shards freed",
-        report.versions, report.chunks, report.shards
+        report.versions,
+        report.chunks,
+        report.shards
     );
     Ok(())
 }
@@ -222,6 +233,6 @@ pub async fn tag(ctx: &CliContext, args: TagArgs) -> anyhow::Result<()> {
         Ok(c.tags(attr.ino)?)
     })
     .await?;
-    println!("{}: {}", args.name.to_string_lossy(), tags.join(","));
+    crate::outln!(ctx, "{}: {}", args.name.to_string_lossy(), tags.join(","));
     Ok(())
 }

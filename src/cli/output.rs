@@ -4,16 +4,19 @@ use std::io::Write;
 
 use serde::Serialize;
 
-/// Prints `value` as pretty JSON on stdout.
-pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+use super::CliContext;
+
+/// Prints `value` as pretty JSON on the command's stdout.
+pub fn json<T: Serialize + ?Sized>(ctx: &CliContext, value: &T) -> anyhow::Result<()> {
+    let mut out = ctx.out();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
     Ok(())
 }
 
-/// Prints rows as left-aligned columns (the last column unpadded).
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+/// Prints rows as left-aligned columns (the last column unpadded); an all-empty header
+/// is not printed.
+pub fn table(ctx: &CliContext, header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
     let cols = header.len();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
@@ -21,7 +24,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = ctx.out();
     let line =
         |cells: &mut dyn Iterator<Item = &str>, out: &mut dyn Write| -> std::io::Result<()> {
             let cells: Vec<&str> = cells.collect();
@@ -37,7 +40,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
             }
             writeln!(out, "{}", text.trim_end())
         };
-    line(&mut header.iter().copied(), &mut out)?;
+    if header.iter().any(|h| !h.is_empty()) {
+        line(&mut header.iter().copied(), &mut out)?;
+    }
     for row in rows {
         line(&mut row.iter().map(String::as_str), &mut out)?;
     }

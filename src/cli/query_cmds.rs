@@ -1,6 +1,8 @@
 //! Read-only commands: `list`, `info`, `stats`, `search`, `recent`, `versions`. None
 //! needs the passphrase; every one takes `--json`.
 
+use std::io::Write as _;
+
 use serde::Serialize;
 
 use super::CliContext;
@@ -21,7 +23,7 @@ fn kind_letter(k: NodeKind) -> char {
     }
 }
 
-fn print_entries(entries: &[ListEntry], long: bool) -> anyhow::Result<()> {
+fn print_entries(ctx: &CliContext, entries: &[ListEntry], long: bool) -> anyhow::Result<()> {
     if !long {
         let mut out = String::new();
         for e in entries {
@@ -31,7 +33,7 @@ fn print_entries(entries: &[ListEntry], long: bool) -> anyhow::Result<()> {
             }
             out.push('\n');
         }
-        print!("{out}");
+        write!(ctx.out(), "{out}")?;
         return Ok(());
     }
     let rows: Vec<Vec<String>> = entries
@@ -49,6 +51,7 @@ fn print_entries(entries: &[ListEntry], long: bool) -> anyhow::Result<()> {
         })
         .collect();
     output::table(
+        ctx,
         &[
             "MODE", "SIZE", "MODIFIED", "VERSIONS", "KEY", "TAGS", "PATH",
         ],
@@ -65,9 +68,9 @@ pub async fn list(ctx: &CliContext, args: ListArgs) -> anyhow::Result<()> {
     let c = repo.catalog().clone();
     let entries = blocking(move || Ok(c.list(&filter)?)).await?;
     if args.json {
-        output::json(&entries)
+        output::json(ctx, &entries)
     } else {
-        print_entries(&entries, args.long)
+        print_entries(ctx, &entries, args.long)
     }
 }
 
@@ -93,9 +96,9 @@ pub async fn search(ctx: &CliContext, args: SearchArgs) -> anyhow::Result<()> {
     let c = repo.catalog().clone();
     let entries = blocking(move || Ok(c.search(&query)?)).await?;
     if args.json {
-        output::json(&entries)
+        output::json(ctx, &entries)
     } else {
-        print_entries(&entries, true)
+        print_entries(ctx, &entries, true)
     }
 }
 
@@ -106,7 +109,7 @@ pub async fn recent(ctx: &CliContext, args: RecentArgs) -> anyhow::Result<()> {
     let c = repo.catalog().clone();
     let entries = blocking(move || Ok(c.recent(limit, since)?)).await?;
     if args.json {
-        return output::json(&entries);
+        return output::json(ctx, &entries);
     }
     let rows: Vec<Vec<String>> = entries
         .iter()
@@ -121,7 +124,7 @@ pub async fn recent(ctx: &CliContext, args: RecentArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    output::table(&["STORED", "VERSION", "SIZE", "PATH"], &rows)
+    output::table(ctx, &["STORED", "VERSION", "SIZE", "PATH"], &rows)
 }
 
 pub async fn versions(ctx: &CliContext, args: VersionsArgs) -> anyhow::Result<()> {
@@ -143,7 +146,7 @@ pub async fn versions(ctx: &CliContext, args: VersionsArgs) -> anyhow::Result<()
     })
     .await?;
     if args.json {
-        return output::json(&versions);
+        return output::json(ctx, &versions);
     }
     let rows: Vec<Vec<String>> = versions
         .iter()
@@ -157,7 +160,11 @@ pub async fn versions(ctx: &CliContext, args: VersionsArgs) -> anyhow::Result<()
             ]
         })
         .collect();
-    output::table(&["VERSION", "SIZE", "MODIFIED", "STORED", "CHUNKS"], &rows)
+    output::table(
+        ctx,
+        &["VERSION", "SIZE", "MODIFIED", "STORED", "CHUNKS"],
+        &rows,
+    )
 }
 
 pub async fn info(ctx: &CliContext, args: InfoArgs) -> anyhow::Result<()> {
@@ -170,32 +177,33 @@ pub async fn info(ctx: &CliContext, args: InfoArgs) -> anyhow::Result<()> {
     })
     .await?;
     if args.json {
-        return output::json(&info);
+        return output::json(ctx, &info);
     }
     let a = &info.attr;
-    println!("key:       #{}", a.ino);
+    crate::outln!(ctx, "key:       #{}", a.ino);
     for p in &info.paths {
-        println!("path:      {p}");
+        crate::outln!(ctx, "path:      {p}");
     }
-    println!("kind:      {}", mode(kind_letter(a.kind), a.mode));
-    println!("size:      {} ({})", a.size, human_bytes(a.size));
-    println!("owner:     {}:{}", a.uid, a.gid);
-    println!("modified:  {}", time(a.mtime));
-    println!("changed:   {}", time(a.ctime));
+    crate::outln!(ctx, "kind:      {}", mode(kind_letter(a.kind), a.mode));
+    crate::outln!(ctx, "size:      {} ({})", a.size, human_bytes(a.size));
+    crate::outln!(ctx, "owner:     {}:{}", a.uid, a.gid);
+    crate::outln!(ctx, "modified:  {}", time(a.mtime));
+    crate::outln!(ctx, "changed:   {}", time(a.ctime));
     if let Some(t) = &info.target {
-        println!("target:    {t}");
+        crate::outln!(ctx, "target:    {t}");
     }
     if a.kind != NodeKind::Dir {
-        println!("links:     {}", a.nlink);
+        crate::outln!(ctx, "links:     {}", a.nlink);
     }
     if !info.tags.is_empty() {
-        println!("tags:      {}", info.tags.join(","));
+        crate::outln!(ctx, "tags:      {}", info.tags.join(","));
     }
     if !info.xattrs.is_empty() {
-        println!("xattrs:    {}", info.xattrs.join(", "));
+        crate::outln!(ctx, "xattrs:    {}", info.xattrs.join(", "));
     }
     if let Some(s) = &info.current {
-        println!(
+        crate::outln!(
+            ctx,
             "content:   {} chunks ({} distinct, {} inline), {} stored{}",
             s.refs,
             s.chunks,
@@ -209,9 +217,10 @@ pub async fn info(ctx: &CliContext, args: InfoArgs) -> anyhow::Result<()> {
         );
     }
     if !info.versions.is_empty() {
-        println!("versions:");
+        crate::outln!(ctx, "versions:");
         for v in &info.versions {
-            println!(
+            crate::outln!(
+                ctx,
                 "  {:>4}{} {:>12}  stored {}",
                 v.seq,
                 if v.current { "*" } else { " " },
@@ -247,7 +256,7 @@ pub async fn stats(ctx: &CliContext, args: JsonArg) -> anyhow::Result<()> {
         health,
     };
     if args.json {
-        return output::json(&out);
+        return output::json(ctx, &out);
     }
     let s = &out.catalog;
     let rows = vec![
@@ -290,15 +299,12 @@ pub async fn stats(ctx: &CliContext, args: JsonArg) -> anyhow::Result<()> {
             format!("{health} ({degraded} degraded chunks)"),
         ],
     ];
-    output::table(&["", ""], &rows)
+    output::table(ctx, &["", ""], &rows)
 }
 
 pub async fn check(ctx: &CliContext, args: CheckArgs) -> anyhow::Result<()> {
     let report = if args.read_data {
-        let repo = ctx.open_unlocked().await?;
-        let store = ctx.store(&repo).await?;
-        let engine = repo.engine(store)?;
-        engine.recover().await?;
+        let (_repo, engine) = ctx.open_engine().await?;
         engine.check(true).await?
     } else {
         let repo = ctx.open_metadata().await?;
@@ -308,18 +314,19 @@ pub async fn check(ctx: &CliContext, args: CheckArgs) -> anyhow::Result<()> {
             .0
     };
     if args.json {
-        output::json(&report)?;
+        output::json(ctx, &report)?;
     } else {
         for p in &report.catalog_problems {
-            println!("catalog: {p}");
+            crate::outln!(ctx, "catalog: {p}");
         }
         for c in &report.chunks_lost {
-            println!("LOST {c}");
+            crate::outln!(ctx, "LOST {c}");
         }
         for c in &report.chunks_degraded {
-            println!("degraded {c}");
+            crate::outln!(ctx, "degraded {c}");
         }
-        println!(
+        crate::outln!(
+            ctx,
             "checked {} shards: {} missing{}",
             report.shards_checked,
             report.shards_missing,
