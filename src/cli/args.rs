@@ -85,6 +85,9 @@ pub enum Command {
     /// Keystore backup, restore and passphrase change
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The mesh commands (bootstrap, service, peers, ...), defined in mesh_args.rs
+    #[command(flatten)]
+    Mesh(super::mesh_args::MeshCommand),
 }
 
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]

@@ -26,6 +26,8 @@ pub mod args;
 pub mod context;
 mod data_cmds;
 mod key_cmds;
+pub mod mesh_args;
+mod mesh_cmds;
 mod names;
 mod ns_cmds;
 mod output;
@@ -177,6 +179,7 @@ async fn dispatch(command: Command, ctx: &CliContext) -> anyhow::Result<()> {
     match command {
         Command::Init(a) => key_cmds::init(ctx, a).await,
         Command::Key(k) => key_cmds::key(ctx, k).await,
+        Command::Mesh(m) => mesh_cmds::run(m, ctx).await,
         _ => unreachable!("every other command is forwardable"),
     }
 }
