@@ -15,6 +15,7 @@ pub mod error;
 pub mod ids;
 pub mod mesh;
 pub mod repo;
+pub mod sparse;
 pub mod store;
 pub mod stripe;
 

@@ -131,6 +131,7 @@ pub async fn put(ctx: &CliContext, args: PutArgs) -> anyhow::Result<()> {
             .await
     } else {
         let file = File::open(&args.path)
+            .and_then(crate::sparse::HoleReader::new)
             .with_context(|| format!("cannot open {}", args.path.display()))?;
         let m = crate::adapters::agent::meta_of(meta.as_ref().expect("not stdin"));
         target
@@ -431,12 +432,25 @@ async fn write_file(
     let (file, tmp_path) = tmp.into_parts();
     let mut file = Some(file);
     let mut stream = engine.read_extents(refs, CacheUse::Bypass);
+    // Whether the last chunk seen was all zeros: a sparse file repeats one zero chunk
+    // thousands of times, and scanning each copy would dominate.
+    let mut last_zero: Option<(crate::ids::ChunkId, bool)> = None;
     while let Some(item) = stream.next().await {
         let (r, chunk) = item?;
         let data = chunk.into_data().slice(..r.len as usize);
+        let known = last_zero.filter(|(id, _)| *id == r.chunk).map(|(_, z)| z);
+        let zero = match known {
+            Some(z) => z,
+            None => {
+                let d = data.clone();
+                let z = blocking(move || Ok(d.iter().all(|&b| b == 0))).await?;
+                last_zero = Some((r.chunk, z));
+                z
+            }
+        };
         let mut f = file.take().expect("file is returned by every write");
         f = blocking(move || {
-            if data.iter().all(|&b| b == 0) {
+            if zero {
                 return Ok(f); // a hole: set_len below covers it
             }
             f.seek(SeekFrom::Start(r.offset))?;
