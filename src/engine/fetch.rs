@@ -7,6 +7,9 @@
 //! arithmetic). Each answer is checked against its ShardId on the blocking pool; a shard
 //! that is missing, fails verification or errors counts as *bad* and the next unused
 //! shard is requested instead. A request that has not answered after the hedge delay
+//! (`hedge_after` at most; once some shards have answered, three times the slowest of
+//! those answers, so a stripe whose other holders answered in milliseconds does not wait
+//! long for a silent one)
 //! gets a backup request for another unused shard, so one slow holder costs at most the
 //! hedge delay, not its full latency. Every request has a hard timeout, so a dead holder
 //! costs bounded time, never a hang.
@@ -183,13 +186,21 @@ pub async fn fetch_stripe(
         next += 1;
     }
     let mut have = 0usize;
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
     while have < k || (policy.fetch_all && !inflight.is_empty()) {
-        let hedge = tokio::time::sleep(policy.hedge_after);
+        let delay = if have > 0 {
+            (slowest * 3 + Duration::from_millis(10)).min(policy.hedge_after)
+        } else {
+            policy.hedge_after
+        };
+        let hedge = tokio::time::sleep(delay);
         tokio::select! {
             outcome = inflight.next() => match outcome {
                 Some(Outcome::Good(i, bytes)) => {
                     good[i] = Some(bytes);
                     have += 1;
+                    slowest = slowest.max(started.elapsed());
                 }
                 Some(Outcome::Bad(i, why)) => {
                     tracing::warn!(%why, "shard unusable; trying another");
