@@ -37,7 +37,8 @@
 //! in the mount and `put` rely on it), foreign keys on, a 10 s busy timeout. Every
 //! operation is one transaction; writes take the write lock up front (`BEGIN IMMEDIATE`)
 //! so processes never deadlock on lock upgrades, reads see one consistent snapshot.
-//! [`Catalog`] is `Send + Sync` with `&self` methods: one connection behind a mutex.
+//! [`Catalog`] is `Send + Sync` with `&self` methods: a write connection and a read
+//! connection, each behind a mutex, so reads never wait for another thread's commit.
 //! All methods block (SQLite I/O): async callers run them in `spawn_blocking`.
 //!
 //! # Schema versions
@@ -119,7 +120,13 @@ const ROOT_MODE: u32 = 0o755;
 
 /// A handle on one catalog file. See the module docs.
 pub struct Catalog {
+    /// The connection every write transaction runs on.
     conn: Mutex<Connection>,
+    /// A second connection for read transactions: in WAL mode readers do not wait for a
+    /// writer, so a lookup is not stuck behind another thread's commit and its fsync
+    /// (the worst lookup during a stream of commits fell from ~20-36 ms to under 1 ms;
+    /// see docs/design/catalog.md).
+    reader: Mutex<Connection>,
     path: PathBuf,
     /// This process, as recorded on upload tokens and orphans it owns.
     me: ProcessId,
@@ -184,7 +191,7 @@ impl Catalog {
             rusqlite::params![Ino::ROOT, NodeKind::Dir.code(), ROOT_MODE, uid, gid, now],
         )?;
         tx.commit()?;
-        Ok(Self::from_connection(conn, path))
+        Self::from_connection(conn, path)
     }
 
     /// Opens an existing catalog, migrating an older schema. Fails with NotFound if the
@@ -248,15 +255,23 @@ impl Catalog {
         if version < SCHEMA_VERSION {
             migrate(&mut conn, &shown)?;
         }
-        Ok(Self::from_connection(conn, path))
+        Self::from_connection(conn, path)
     }
 
-    fn from_connection(conn: Connection, path: &Path) -> Catalog {
-        Catalog {
+    /// The handle around a configured, migrated write connection; opens the reader.
+    fn from_connection(conn: Connection, path: &Path) -> Result<Catalog> {
+        let reader = connect(path)?;
+        configure(&reader)?;
+        // The reader never writes; make SQLite enforce that.
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(|e| CatalogError::from(e).in_op("opening the catalog"))?;
+        Ok(Catalog {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
             path: path.to_owned(),
             me: ProcessId::current(),
-        }
+        })
     }
 
     /// The catalog file.
@@ -286,7 +301,10 @@ impl Catalog {
 
     /// Runs `f` in one read transaction: every query in it sees the same snapshot.
     fn read<T>(&self, op: &'static str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
+        let mut conn = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(|e| CatalogError::from(e).in_op(op))?;
