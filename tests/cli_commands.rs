@@ -364,6 +364,16 @@ fn put_recursive_stores_a_tree() {
     let tagged: serde_json::Value =
         serde_json::from_str(&repo.ok(&["list", "--tags", "snap", "--json"])).unwrap();
     assert_eq!(tagged.as_array().unwrap().len(), 30);
+
+    // and back out as a tree
+    let restored = repo.work().join("restored");
+    repo.fails(&["get", "backup", restored.to_str().unwrap()], 11);
+    repo.ok(&["get", "-r", "backup", restored.to_str().unwrap()]);
+    for (rel, data) in &expect {
+        assert!(same(&restored.join(rel), data), "{rel}");
+    }
+    let err = repo.fails(&["get", "-r", "backup", restored.to_str().unwrap()], 10);
+    assert!(err.contains("exists"), "{err}");
 }
 
 #[test]

@@ -145,6 +145,9 @@ pub struct GetArgs {
     /// Replace the output file if it exists
     #[arg(short, long)]
     pub force: bool,
+    /// Retrieve a directory and everything under it into OUTPUT (a new directory)
+    #[arg(short, long)]
+    pub recursive: bool,
 }
 
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]

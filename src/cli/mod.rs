@@ -25,6 +25,7 @@
 pub mod args;
 pub mod context;
 mod data_cmds;
+mod get_cmd;
 mod key_cmds;
 pub mod mesh_args;
 mod mesh_cmds;
@@ -150,7 +151,7 @@ fn forwardable(command: &Command) -> Option<Forwarded> {
 pub async fn run_forwarded(command: Forwarded, ctx: &CliContext) -> anyhow::Result<()> {
     match command {
         Forwarded::Put(a) => data_cmds::put(ctx, a).await,
-        Forwarded::Get(a) => data_cmds::get(ctx, a).await,
+        Forwarded::Get(a) => get_cmd::get(ctx, a).await,
         Forwarded::Rm(a) => ns_cmds::rm(ctx, a).await,
         Forwarded::Rename(a) => ns_cmds::rename(ctx, a).await,
         Forwarded::Duplicate(a) => ns_cmds::duplicate(ctx, a).await,
