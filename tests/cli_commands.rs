@@ -365,6 +365,15 @@ fn put_recursive_stores_a_tree() {
         serde_json::from_str(&repo.ok(&["list", "--tags", "snap", "--json"])).unwrap();
     assert_eq!(tagged.as_array().unwrap().len(), 30);
 
+    // a second tree put skips what did not change
+    std::fs::write(root.join(&expect[0].0), b"changed").unwrap();
+    expect[0].1 = b"changed".to_vec();
+    let again = repo.ok(&["put", "-r", root.to_str().unwrap(), "--name", "backup"]);
+    assert!(
+        again.contains("stored backup (1 files, 29 unchanged"),
+        "{again}"
+    );
+
     // and back out as a tree
     let restored = repo.work().join("restored");
     repo.fails(&["get", "backup", restored.to_str().unwrap()], 11);

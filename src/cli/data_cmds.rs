@@ -206,7 +206,9 @@ async fn put_tree(
     let options = BackupOptions {
         tags: args.tags.clone(),
         parallel_files: 4,
-        force: true,
+        // A tree put is a backup: files whose size and mtime match the stored current
+        // version are skipped (a single-file put always makes a new version).
+        force: false,
     };
     let counter = done.clone();
     let on_file = move |n: u64| {
@@ -253,9 +255,10 @@ async fn put_tree(
     } else {
         crate::outln!(
             ctx,
-            "stored {} ({} files, {} directories, {}; {} new)",
+            "stored {} ({} files, {} unchanged, {} directories, {}; {} new)",
             String::from_utf8_lossy(name),
             report.files_stored,
+            report.files_unchanged,
             report.dirs,
             human_bytes(report.bytes_stored),
             human_bytes(report.bytes_new)
