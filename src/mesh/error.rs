@@ -49,6 +49,12 @@ pub enum MeshError {
         /// Why.
         reason: String,
     },
+    /// No known address of the peer accepted a connection (it is down, or moved).
+    #[error("peer {peer} is unreachable: no known address of it accepted a connection")]
+    CannotConnect {
+        /// The peer.
+        peer: PeerId,
+    },
     /// A peer answered with an error status.
     #[error("peer {peer} refused the {request} request ({status:?}): {detail}")]
     Refused {
@@ -98,7 +104,7 @@ impl MeshError {
             MeshError::Listen { .. } => ErrorKind::Io,
             MeshError::NodeStopped => ErrorKind::Internal,
             MeshError::JoinFailed { .. } => ErrorKind::Network,
-            MeshError::Unreachable { .. } => ErrorKind::Network,
+            MeshError::Unreachable { .. } | MeshError::CannotConnect { .. } => ErrorKind::Network,
             MeshError::Refused { status, .. } => match status {
                 Status::NotFound => ErrorKind::NotFound,
                 Status::NoSpace => ErrorKind::NoSpace,
@@ -127,7 +133,9 @@ impl MeshError {
     /// breaker; refusals do not.
     pub fn is_peer_failure(&self) -> bool {
         match self {
-            MeshError::Unreachable { .. } | MeshError::Unexpected { .. } => true,
+            MeshError::Unreachable { .. }
+            | MeshError::CannotConnect { .. }
+            | MeshError::Unexpected { .. } => true,
             MeshError::Refused { status, .. } => {
                 matches!(status, Status::Internal | Status::Malformed)
             }
@@ -148,6 +156,10 @@ impl From<MeshError> for StoreError {
             MeshError::Unreachable { peer, reason } => StoreError::Unreachable {
                 holder: peer.to_string(),
                 reason,
+            },
+            MeshError::CannotConnect { peer } => StoreError::Unreachable {
+                holder: peer.to_string(),
+                reason: "no known address of it accepted a connection".into(),
             },
             MeshError::Refused {
                 peer,

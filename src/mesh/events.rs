@@ -146,6 +146,7 @@ impl EventLoop {
                             detail: "the peer does not store shards".into(),
                         }
                     }
+                    OutboundFailure::DialFailure => MeshError::CannotConnect { peer },
                     other => MeshError::Unreachable {
                         peer,
                         reason: other.to_string(),

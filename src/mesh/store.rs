@@ -152,6 +152,26 @@ impl MeshStore {
         }
     }
 
+    /// Sends one request; when no known address of `peer` answers, looks the peer up
+    /// in the DHT (it may have restarted on another port) and tries once more.
+    async fn send(&self, peer: PeerId, request: Request) -> Result<Response, MeshError> {
+        let timeout = self.options.request_timeout;
+        match self.client.request(peer, request.clone(), timeout).await {
+            Err(MeshError::CannotConnect { .. }) => {
+                let found = self
+                    .client
+                    .closest_peers(peer.to_bytes(), false)
+                    .await
+                    .unwrap_or_default();
+                if !found.contains(&peer) {
+                    return Err(MeshError::CannotConnect { peer });
+                }
+                self.client.request(peer, request, timeout).await
+            }
+            other => other,
+        }
+    }
+
     /// Storage peers that may take shards now.
     async fn placeable(&self) -> Result<Vec<PeerId>, MeshError> {
         let now = Instant::now();
@@ -212,8 +232,7 @@ impl MeshStore {
             bytes: shard.bytes.clone(),
         };
         let result = self
-            .client
-            .request(peer, request, self.options.request_timeout)
+            .send(peer, request)
             .await;
         let now = Instant::now();
         match result {
@@ -275,8 +294,7 @@ impl MeshStore {
     async fn get_from(&self, peer: PeerId, id: ShardId) -> Result<Bytes, MeshError> {
         let started = Instant::now();
         let result = self
-            .client
-            .request(peer, Request::Get(id), self.options.request_timeout)
+            .send(peer, Request::Get(id))
             .await;
         let now = Instant::now();
         match result {
@@ -336,8 +354,7 @@ impl MeshStore {
         let peer = parse_holder(holder)?;
         let started = Instant::now();
         let result = self
-            .client
-            .request(peer, request, self.options.request_timeout)
+            .send(peer, request)
             .await;
         let now = Instant::now();
         match result {
