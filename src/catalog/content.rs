@@ -313,7 +313,7 @@ impl Catalog {
 }
 
 /// Checks the references of a new version of `ino` against its size (see the module docs).
-fn check_refs(ino: Ino, size: u64, refs: &[ChunkRef]) -> Result<()> {
+pub(crate) fn check_refs(ino: Ino, size: u64, refs: &[ChunkRef]) -> Result<()> {
     let invalid = |reason: String| CatalogError::InvalidVersion { ino, reason };
     int(size, "file size")?;
     let mut end = 0u64;
@@ -343,7 +343,7 @@ fn check_refs(ino: Ino, size: u64, refs: &[ChunkRef]) -> Result<()> {
 
 /// Fails with [`CatalogError::MissingChunks`] if any referenced chunk is not in the
 /// catalog, or InvalidVersion if a reference is longer than its chunk.
-fn check_chunks_exist(db: &Connection, ino: Ino, refs: &[ChunkRef]) -> Result<()> {
+pub(crate) fn check_chunks_exist(db: &Connection, ino: Ino, refs: &[ChunkRef]) -> Result<()> {
     let mut stmt = db.prepare_cached("SELECT plain_len FROM chunks WHERE id = ?1")?;
     let mut seen: HashMap<ChunkId, Option<u64>> = HashMap::new();
     let mut missing = Vec::new();

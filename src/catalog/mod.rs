@@ -50,6 +50,7 @@ mod content;
 mod error;
 mod gc;
 mod meta;
+mod mount;
 pub mod names;
 mod namespace;
 mod orphans;
@@ -79,6 +80,7 @@ pub use content::{
 pub use error::CatalogError;
 pub use gc::DeadShard;
 pub use meta::{TagCount, XattrMode};
+pub use mount::{Durability, InlineCommit, Unlinked, Usage};
 pub use namespace::{Attr, DirEntry, LastLink, NodeKind, Removed, SetAttr};
 pub use process::ProcessId;
 pub use query::{
