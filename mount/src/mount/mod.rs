@@ -226,9 +226,17 @@ impl<N: Namespace, C: ContentStore> MountHandle<N, C> {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 return Err(MountError::Busy(self.mountpoint.clone()));
             }
+            // Unmounted already (someone ran `umount`): still end the session and commit.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.session_ended() => {}
             Err(e) => return Err(MountError::Io(self.mountpoint.clone(), e)),
         }
         self.finish().await
+    }
+
+    /// True once the FUSE session has ended: the kernel mount is gone (unmounted from
+    /// outside, e.g. `umount DIR`). [`unmount`](Self::unmount) then only commits.
+    pub fn session_ended(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
     }
 
     /// Detaches the mount lazily (`MNT_DETACH`: it disappears from the namespace now, open
@@ -239,7 +247,12 @@ impl<N: Namespace, C: ContentStore> MountHandle<N, C> {
         let r = tokio::task::spawn_blocking(move || mountpoint::umount(&mp, true))
             .await
             .map_err(|e| MountError::Io(self.mountpoint.clone(), std::io::Error::other(e)))?;
-        r.map_err(|e| MountError::Io(self.mountpoint.clone(), e))?;
+        match r {
+            Err(e) if !(e.raw_os_error() == Some(libc::EINVAL) && self.session_ended()) => {
+                return Err(MountError::Io(self.mountpoint.clone(), e));
+            }
+            _ => {}
+        }
         self.finish().await
     }
 
