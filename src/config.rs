@@ -164,6 +164,15 @@ impl Default for CacheConfig {
     }
 }
 
+/// `[mount]`: how `datamesh mount` commits what is written through it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MountConfig {
+    /// Keep every commit of a file written through the mount as a version (prune with
+    /// `datamesh prune`); false replaces the current version, like any filesystem.
+    pub keep_versions: bool,
+}
+
 /// The whole `config.toml`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -174,6 +183,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[mesh]`.
     pub mesh: crate::mesh::config::MeshConfig,
+    /// `[mount]`.
+    pub mount: MountConfig,
 }
 
 impl Config {
@@ -256,6 +267,12 @@ parallel_chunks = {par}
 [cache]
 # Memory budget of the cache of verified, decrypted chunks.
 memory = "{mem}"
+
+[mount]
+# Keep every save of a file written through `datamesh mount` as a version (see
+# `datamesh versions`; drop old ones with `datamesh prune`). false: a save replaces the
+# file's current version, as on any filesystem. Versions made by `put` are always kept.
+keep_versions = {keep}
 "#,
             k = s.data_shards,
             m = s.parity_shards,
@@ -265,6 +282,7 @@ memory = "{mem}"
             inline = s.inline_max,
             par = s.parallel_chunks,
             mem = self.cache.memory,
+            keep = self.mount.keep_versions,
         ) + &self.mesh.to_commented_toml()
     }
 }

@@ -2,3 +2,4 @@
 //! this crate's engine (dependency inversion: those crates never depend on the engine).
 
 pub mod agent;
+pub mod mount;
