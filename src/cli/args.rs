@@ -82,6 +82,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Wait until everything written through the running mount is durable
     Sync,
+    /// Show the mesh as a folder (FUSE); in the foreground unless --daemon
+    Mount(super::mount_cmd::MountArgs),
+    /// Unmount a `datamesh mount`; returns once everything written is committed
+    Unmount(super::mount_cmd::UnmountArgs),
     /// Keystore backup, restore and passphrase change
     #[command(subcommand)]
     Key(KeyCommand),

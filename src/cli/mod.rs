@@ -29,6 +29,7 @@ mod get_cmd;
 mod key_cmds;
 pub mod mesh_args;
 mod mesh_cmds;
+mod mount_cmd;
 mod names;
 mod ns_cmds;
 mod output;
@@ -181,6 +182,8 @@ async fn dispatch(command: Command, ctx: &CliContext) -> anyhow::Result<()> {
         Command::Init(a) => key_cmds::init(ctx, a).await,
         Command::Key(k) => key_cmds::key(ctx, k).await,
         Command::Mesh(m) => mesh_cmds::run(m, ctx).await,
+        Command::Mount(a) => mount_cmd::mount(ctx, a).await,
+        Command::Unmount(a) => mount_cmd::unmount(ctx, a).await,
         _ => unreachable!("every other command is forwardable"),
     }
 }
@@ -194,7 +197,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // fuser warns when the mount it made is already gone (every `umount DIR`): not news.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},fuser=error")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
