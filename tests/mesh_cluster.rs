@@ -66,7 +66,11 @@ async fn read_stripe(store: &MeshStore, s: &Stored) -> Result<Vec<u8>, String> {
         .map(|(r, sh)| match r {
             // The store must never hand out bytes that are not the shard.
             Ok(b) => {
-                assert_eq!(datamesh::ids::ShardId::of(&b), sh.id, "wrong bytes returned");
+                assert_eq!(
+                    datamesh::ids::ShardId::of(&b),
+                    sh.id,
+                    "wrong bytes returned"
+                );
                 Some(b)
             }
             Err(_) => None,
@@ -92,7 +96,10 @@ async fn shards_spread_over_six_machines_survive_two_losses_and_fail_cleanly_bey
     for s in &stored {
         let distinct: HashSet<String> = s.holders.iter().map(|h| h.to_string()).collect();
         assert_eq!(distinct.len(), 6, "six distinct holders: {:?}", s.holders);
-        assert!(distinct.is_subset(&storage_ids), "holders are the storage nodes");
+        assert!(
+            distinct.is_subset(&storage_ids),
+            "holders are the storage nodes"
+        );
         assert_eq!(read_stripe(&store, s).await.unwrap(), s.sealed);
     }
 
@@ -107,7 +114,10 @@ async fn shards_spread_over_six_machines_survive_two_losses_and_fail_cleanly_bey
         assert_eq!(read_stripe(&store, s).await.unwrap(), s.sealed);
     }
     let two_down = started.elapsed();
-    assert!(two_down < Duration::from_secs(30), "reads took {two_down:?}");
+    assert!(
+        two_down < Duration::from_secs(30),
+        "reads took {two_down:?}"
+    );
 
     // A third loss is one too many: a clean error, quickly, never wrong bytes.
     let c = (0..6).find(|i| *i != a && *i != b).unwrap();
@@ -118,8 +128,13 @@ async fn shards_spread_over_six_machines_survive_two_losses_and_fail_cleanly_bey
         assert!(err.starts_with("3 shards came back"), "{err}");
     }
     let three_down = started.elapsed();
-    assert!(three_down < Duration::from_secs(30), "failing reads took {three_down:?}");
-    eprintln!("reads of 6 stripes: {two_down:?} with 2 nodes down, {three_down:?} to fail with 3 down");
+    assert!(
+        three_down < Duration::from_secs(30),
+        "failing reads took {three_down:?}"
+    );
+    eprintln!(
+        "reads of 6 stripes: {two_down:?} with 2 nodes down, {three_down:?} to fail with 3 down"
+    );
 
     // New writes go to the three survivors only, spread evenly.
     let s = stripe::encode(&sealed(99), layout(), [9; 8]).unwrap();
@@ -132,7 +147,11 @@ async fn shards_spread_over_six_machines_survive_two_losses_and_fail_cleanly_bey
         assert!(survivors.contains(h.as_str()), "{h} is down");
     }
     for p in &survivors {
-        assert_eq!(holders.iter().filter(|h| h.as_str() == p).count(), 2, "two shards each");
+        assert_eq!(
+            holders.iter().filter(|h| h.as_str() == p).count(),
+            2,
+            "two shards each"
+        );
     }
 }
 

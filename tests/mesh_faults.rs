@@ -46,7 +46,10 @@ async fn a_node_returning_garbage_is_detected_and_routed_around() {
         .iter()
         .filter(|(_, _, h)| h.iter().any(|h| h.as_str() == liar))
         .count();
-    assert!(on_liar > 0, "the liar got no shard; the test proves nothing");
+    assert!(
+        on_liar > 0,
+        "the liar got no shard; the test proves nothing"
+    );
 
     let mut caught = 0;
     for (sealed, shards, holders) in &stripes {
@@ -75,7 +78,11 @@ async fn a_node_returning_garbage_is_detected_and_routed_around() {
 
     // Detected: the liar no longer counts as a usable holder and gets no new shards.
     let liar_peer = liar.parse().unwrap();
-    assert!(store.health().misbehaving(&liar_peer, std::time::Instant::now()));
+    assert!(
+        store
+            .health()
+            .misbehaving(&liar_peer, std::time::Instant::now())
+    );
     assert_eq!(store.distinct_holders().await, 6);
     for i in 0..4u64 {
         let shards = stripe::encode(&noise(100 + i, 20_000), layout, [7; 8]).unwrap();
@@ -90,7 +97,13 @@ fn test_faults_are_refused_without_the_environment_switch() {
     let repo = dir.path().join("r");
     init_repo(&repo);
     let out = datamesh(&repo)
-        .args(["service", "--listen", "/ip4/127.0.0.1/tcp/0", "--timeout", "5"])
+        .args([
+            "service",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--timeout",
+            "5",
+        ])
         .arg("--corrupt-replies")
         .env_remove("DATAMESH_TEST_FAULTS")
         .output()
@@ -118,12 +131,22 @@ async fn a_full_node_refuses_and_shards_go_elsewhere() {
         let holders = store.put_shards(&shards, &[]).await.unwrap();
         on_small += holders.iter().filter(|h| h.as_str() == small).count() as u64;
     }
-    assert!(on_small <= 5, "at most 20 KB of 4 KB shards on the small node: {on_small}");
-    assert!(on_small >= 4, "the small node was used until full: {on_small}");
+    assert!(
+        on_small <= 5,
+        "at most 20 KB of 4 KB shards on the small node: {on_small}"
+    );
+    assert!(
+        on_small >= 4,
+        "the small node was used until full: {on_small}"
+    );
     // It reports what it holds, within its limit.
     let answer = store
         .client()
-        .request(small.parse().unwrap(), Request::Stat, Duration::from_secs(5))
+        .request(
+            small.parse().unwrap(),
+            Request::Stat,
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     let Response::Stats(st) = answer else {

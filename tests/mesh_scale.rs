@@ -23,11 +23,7 @@ fn ideal(ids: &[datamesh::ids::ShardId], all: &[PeerId]) -> Vec<PeerId> {
     placement::assign(ids, all)
 }
 
-async fn check_size(
-    step: usize,
-    store: &MeshStore,
-    storage: &[MeshClient],
-) -> (usize, usize) {
+async fn check_size(step: usize, store: &MeshStore, storage: &[MeshClient]) -> (usize, usize) {
     let all: Vec<PeerId> = storage.iter().map(|n| n.peer_id()).collect();
     let mut exact = 0;
     let mut total = 0;

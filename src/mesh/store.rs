@@ -231,9 +231,7 @@ impl MeshStore {
             id: shard.id,
             bytes: shard.bytes.clone(),
         };
-        let result = self
-            .send(peer, request)
-            .await;
+        let result = self.send(peer, request).await;
         let now = Instant::now();
         match result {
             Ok(Response::Stored) => {
@@ -293,9 +291,7 @@ impl MeshStore {
     /// Asks `peer` for shard `id`, verifying the answer if configured to.
     async fn get_from(&self, peer: PeerId, id: ShardId) -> Result<Bytes, MeshError> {
         let started = Instant::now();
-        let result = self
-            .send(peer, Request::Get(id))
-            .await;
+        let result = self.send(peer, Request::Get(id)).await;
         let now = Instant::now();
         match result {
             Ok(Response::Shard(bytes)) => {
@@ -353,9 +349,7 @@ impl MeshStore {
     ) -> Result<Response, StoreError> {
         let peer = parse_holder(holder)?;
         let started = Instant::now();
-        let result = self
-            .send(peer, request)
-            .await;
+        let result = self.send(peer, request).await;
         let now = Instant::now();
         match result {
             Ok(Response::Error(Status::NotFound, _)) => Err(StoreError::NotFound(*id)),

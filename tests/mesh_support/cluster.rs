@@ -202,7 +202,10 @@ impl Cluster {
         let args = service_args(&self.boot.addr);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let node = Node::start(&repo, &args, &[]);
-        assert_eq!(node.peer_id, self.storage[i].peer_id, "identity survives a restart");
+        assert_eq!(
+            node.peer_id, self.storage[i].peer_id,
+            "identity survives a restart"
+        );
         self.storage[i] = node;
     }
 
@@ -231,7 +234,10 @@ impl Cluster {
             .wait_for_storage_peers(expect, Duration::from_secs(20))
             .await
             .unwrap();
-        assert!(known >= expect, "client knows {known} storage peers, expected {expect}");
+        assert!(
+            known >= expect,
+            "client knows {known} storage peers, expected {expect}"
+        );
         store
     }
 }

@@ -84,7 +84,9 @@ async fn commits_replace_by_default_and_keep_versions_when_asked() {
     // The replaced 100 kB versions were sharded: once GC ran, no shard of theirs is left.
     let local = repo.local_store().unwrap();
     let store: DynStore = Arc::new(local.clone());
-    crate::engine::gc::collect(repo.catalog(), &store).await.unwrap();
+    crate::engine::gc::collect(repo.catalog(), &store)
+        .await
+        .unwrap();
     assert_eq!(repo.catalog().gc_pending().unwrap(), 0);
     let stats = repo.catalog().stats().unwrap();
     assert_eq!(
