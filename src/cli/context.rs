@@ -18,8 +18,10 @@ use std::sync::{Arc, Mutex};
 use crate::crypto::passphrase::{Passphrase, PassphraseSource, Purpose};
 use crate::engine::{Engine, blocking};
 use crate::error::{Error, ErrorKind, Result};
+use crate::mesh::MeshStore;
 use crate::repo::{RepoPaths, Repository};
 use crate::store::DynStore;
+use crate::store::routed::RoutedStore;
 
 use super::args::Global;
 
@@ -86,6 +88,8 @@ pub struct CliContext {
     stdin: Mutex<Option<Box<dyn Read + Send>>>,
     tty: bool,
     attached: Option<Attached>,
+    /// The store, once opened: joining the mesh happens once per invocation.
+    store: tokio::sync::OnceCell<DynStore>,
 }
 
 impl CliContext {
@@ -98,6 +102,7 @@ impl CliContext {
             stdin: Mutex::new(Some(Box::new(std::io::stdin()))),
             tty: std::io::stderr().is_terminal(),
             attached: None,
+            store: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -116,6 +121,7 @@ impl CliContext {
             stdin: Mutex::new(Some(stdin)),
             tty: false,
             attached: Some(attached),
+            store: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -195,14 +201,48 @@ impl CliContext {
         Ok((Arc::new(repo), engine))
     }
 
-    /// The shard store this invocation uses: the owner's when attached, else the
-    /// repository's local store (the embedded default).
+    /// The shard store this invocation uses: the owner's when attached; else, when a
+    /// bootstrap peer is configured (`--bootstrap` or `mesh.bootstrap`), the mesh joined
+    /// as this owner's client (routed so that shards stored locally before joining keep
+    /// reading); else the repository's local store (the embedded default). Opened once
+    /// per invocation.
     pub async fn store(&self, repo: &Repository) -> Result<DynStore> {
         if let Some(a) = &self.attached {
             return Ok(a.owner.store());
         }
-        let local = repo.local_store()?;
-        Ok(Arc::new(local))
+        self.store
+            .get_or_try_init(|| self.open_store(repo))
+            .await
+            .cloned()
+    }
+
+    /// Whether [`CliContext::store`] joins the mesh (directly, not attached).
+    pub fn joins_mesh(&self, repo: &Repository) -> bool {
+        self.attached.is_none()
+            && !repo
+                .config()
+                .mesh
+                .bootstrap_with(&self.global.bootstrap)
+                .is_empty()
+    }
+
+    async fn open_store(&self, repo: &Repository) -> Result<DynStore> {
+        let local: DynStore = Arc::new(repo.local_store()?);
+        let entries = repo.config().mesh.bootstrap_with(&self.global.bootstrap);
+        if entries.is_empty() {
+            return Ok(local);
+        }
+        // Unlocked: the owner's stable client identity, so its deletes are honoured.
+        // Metadata-only commands (stats, check) may read with a throwaway identity.
+        let keypair = match repo.keys() {
+            Some(keys) => keys.client_keypair(),
+            None => libp2p::identity::Keypair::generate_ed25519(),
+        };
+        let mut mesh = repo.config().mesh.clone();
+        mesh.bootstrap = entries;
+        let joined = MeshStore::connect(keypair, &mesh, &[]).await?;
+        tracing::debug!(peer = %joined.client().peer_id(), "joined the mesh");
+        Ok(Arc::new(RoutedStore::new(local, Arc::new(joined))))
     }
 
     /// Waits until the owner has made everything written so far durable; without an

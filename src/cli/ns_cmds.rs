@@ -23,6 +23,14 @@ fn owner() -> (u32, u32) {
 
 /// Runs garbage collection over the repository's store and reports failures as notes.
 async fn collect(ctx: &CliContext, repo: &Repository) -> anyhow::Result<()> {
+    if repo.keys().is_none() && ctx.joins_mesh(repo) {
+        // Peers honour deletes only from the owner's client identity, which is in the
+        // keystore; this command did not ask for the passphrase. The shards stay queued.
+        ctx.note(
+            "note: freed shards on mesh peers are deleted by the next command that unlocks the repository (put, get, check --read-data, mount)",
+        );
+        return Ok(());
+    }
     let store = ctx.store(repo).await?;
     let report = gc::collect(repo.catalog(), &store).await?;
     if report.shards_failed > 0 {

@@ -52,6 +52,10 @@ pub const CHUNK_ENCRYPTION_CONTEXT: &str = "datamesh 2026-12 chunk-encryption v1
 /// secret (see `ChunkKeys::chunker_seed`).
 pub const CHUNKER_SEED_CONTEXT: &str = "datamesh 2026-12 chunker seed v1";
 
+/// BLAKE3 `derive_key` context of the mesh *client* identity, derived from the node
+/// secret (see [`Keys::client_keypair`]).
+pub const MESH_CLIENT_CONTEXT: &str = "datamesh 2026-12 mesh client v1";
+
 /// Version byte of the secrets layout written by [`Keys::encode_secrets`].
 const SECRETS_VERSION: u8 = 1;
 
@@ -325,6 +329,19 @@ impl Keys {
             .expect("any 32 bytes are an ed25519 secret key")
     }
 
+    /// The libp2p identity this owner's commands and mounts use when they join the mesh
+    /// as clients (ed25519, derived from the node secret under [`MESH_CLIENT_CONTEXT`]).
+    ///
+    /// It is stable, so storage nodes recognise the owner of the shards it stored and
+    /// honour its deletes (garbage collection); it differs from the node key, so a
+    /// `datamesh service` of the same repository and its commands are distinct peers.
+    pub fn client_keypair(&self) -> libp2p::identity::Keypair {
+        let mut secret =
+            Zeroizing::new(blake3::derive_key(MESH_CLIENT_CONTEXT, self.node.expose()));
+        libp2p::identity::Keypair::ed25519_from_bytes(&mut secret[..])
+            .expect("any 32 bytes are an ed25519 secret key")
+    }
+
     /// The peer id of [`Keys::node_keypair`].
     pub fn node_peer_id(&self) -> libp2p::PeerId {
         self.node_keypair().public().to_peer_id()
@@ -468,6 +485,16 @@ mod tests {
         assert_eq!(a.key_type(), libp2p::identity::KeyType::Ed25519);
         let sig = a.sign(b"hello").unwrap();
         assert!(b.public().verify(b"hello", &sig));
+    }
+
+    #[test]
+    fn client_keypair_is_stable_and_not_the_node_key() {
+        let keys = Keys::generate();
+        let a = keys.client_keypair().public().to_peer_id();
+        assert_eq!(a, keys.client_keypair().public().to_peer_id());
+        assert_ne!(a, keys.node_peer_id());
+        let other = Keys::generate();
+        assert_ne!(a, other.client_keypair().public().to_peer_id());
     }
 
     #[test]

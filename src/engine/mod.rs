@@ -54,7 +54,8 @@ pub struct EngineSettings {
     /// Shard request timing.
     pub fetch: FetchPolicy,
     /// Whether the store spreads shards over several holders (the mesh), so that the
-    /// fault tolerance achieved by placement is worth reporting.
+    /// fault tolerance achieved by placement is worth reporting. `Engine::new` also
+    /// sets it when the store says it spreads ([`crate::store::ShardStore::spreads`]).
     pub placement_matters: bool,
 }
 
@@ -96,8 +97,9 @@ impl Engine {
         catalog: Arc<Catalog>,
         store: DynStore,
         cache_bytes: u64,
-        settings: EngineSettings,
+        mut settings: EngineSettings,
     ) -> Self {
+        settings.placement_matters |= store.spreads();
         Engine {
             inner: Arc::new(Inner {
                 keys,

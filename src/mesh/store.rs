@@ -614,4 +614,8 @@ impl ShardStore for MeshStore {
     async fn distinct_holders(&self) -> usize {
         self.placeable().await.map(|v| v.len()).unwrap_or(0)
     }
+
+    fn spreads(&self) -> bool {
+        true
+    }
 }

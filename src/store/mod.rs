@@ -7,6 +7,8 @@
 //! * [`faulty::FaultyStore`]: a decorator that injects failures, corruption and latency
 //!   into any other store, for tests.
 //! * the mesh client (`crate::mesh`), which places shards on peers.
+//! * [`routed::RoutedStore`]: a joined repository's store, putting to the mesh and
+//!   reading each shard from where the catalog says it rests (local or a peer).
 //!
 //! # Model
 //!
@@ -31,6 +33,7 @@
 pub mod faulty;
 pub mod local;
 pub mod memory;
+pub mod routed;
 
 use std::fmt;
 use std::sync::Arc;
@@ -219,6 +222,12 @@ pub trait ShardStore: Send + Sync + 'static {
     /// answers 1; the engine uses this to tell the user the fault tolerance achieved.
     async fn distinct_holders(&self) -> usize {
         1
+    }
+
+    /// Whether this store spreads shards over machines (the mesh), so that the fault
+    /// tolerance its placement achieves is worth reporting to the user.
+    fn spreads(&self) -> bool {
+        false
     }
 }
 

@@ -185,10 +185,16 @@ async fn run(ctx: &CliContext, args: &MountArgs, ready: &mut daemon::Ready) -> a
     let policy = CommitPolicy {
         keep_versions: repo.config().mount.keep_versions,
     };
+    // statfs shows where new data goes: the mesh's capacity when joined.
+    let capacity = if ctx.joins_mesh(&repo) {
+        Capacity::Store(store.clone())
+    } else {
+        Capacity::LocalDir(repo.paths().shards())
+    };
     let backend = Arc::new(MountBackend::open(
         &repo,
         store.clone(),
-        Capacity::LocalDir(repo.paths().shards()),
+        capacity,
         cache,
         policy,
     )?);
