@@ -46,6 +46,7 @@
 //! `PRAGMA user_version` numbers the schema; older catalogs are migrated on open, newer
 //! ones are refused untouched with [`ErrorKind::Unsupported`](crate::ErrorKind).
 
+mod batch;
 mod content;
 mod error;
 mod gc;
@@ -74,6 +75,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use batch::{FileCommit, NewNodes};
 pub use content::{
     ChunkData, ChunkRecord, ChunkRef, Content, PruneReport, ShardRecord, VersionInfo,
 };

@@ -53,39 +53,8 @@ impl Catalog {
     ) -> Result<Attr> {
         let path = path.as_ref();
         let names = split_path(path)?;
-        let Some((name, parents)) = names.split_last() else {
-            return Err(CatalogError::IsDir {
-                name: "/".to_owned(),
-            });
-        };
-        let dir = NewNode {
-            kind: NodeKind::Dir,
-            mode: dir_mode,
-            uid,
-            gid,
-            target: None,
-        };
-        let file = NewNode {
-            kind: NodeKind::File,
-            mode: file_mode,
-            uid,
-            gid,
-            target: None,
-        };
         self.write("creating a file", |db| {
-            let now = now_ns();
-            let parent = make_dirs(db, parents, &dir, now)?;
-            match find_entry(db, parent.ino, name)? {
-                None => namespace::insert_child(db, parent.ino, name, &file, now),
-                Some((_, child)) => {
-                    let attr = require(db, child)?;
-                    match attr.kind {
-                        NodeKind::File => Ok(attr),
-                        NodeKind::Dir => Err(CatalogError::IsDir { name: lossy(path) }),
-                        NodeKind::Symlink => Err(CatalogError::NotFile { name: lossy(path) }),
-                    }
-                }
-            }
+            ensure_file_in(db, path, &names, file_mode, dir_mode, uid, gid, now_ns())
         })
     }
 
@@ -100,7 +69,7 @@ impl Catalog {
 }
 
 /// Walks `names` from the root; returns the node and its path (for messages).
-fn walk(db: &Connection, names: &[&[u8]]) -> Result<(Attr, Vec<u8>)> {
+pub(crate) fn walk(db: &Connection, names: &[&[u8]]) -> Result<(Attr, Vec<u8>)> {
     let mut attr = require(db, Ino::ROOT)?;
     let mut walked: Vec<u8> = Vec::new();
     for name in names {
@@ -121,8 +90,59 @@ fn walk(db: &Connection, names: &[&[u8]]) -> Result<(Attr, Vec<u8>)> {
     Ok((attr, walked))
 }
 
+/// [`Catalog::ensure_file`] inside the caller's transaction; `names` is
+/// `split_path(path)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ensure_file_in(
+    db: &Connection,
+    path: &[u8],
+    names: &[&[u8]],
+    file_mode: u32,
+    dir_mode: u32,
+    uid: u32,
+    gid: u32,
+    now: i64,
+) -> Result<Attr> {
+    let Some((name, parents)) = names.split_last() else {
+        return Err(CatalogError::IsDir {
+            name: "/".to_owned(),
+        });
+    };
+    let dir = NewNode {
+        kind: NodeKind::Dir,
+        mode: dir_mode,
+        uid,
+        gid,
+        target: None,
+    };
+    let file = NewNode {
+        kind: NodeKind::File,
+        mode: file_mode,
+        uid,
+        gid,
+        target: None,
+    };
+    let parent = make_dirs(db, parents, &dir, now)?;
+    match find_entry(db, parent.ino, name)? {
+        None => namespace::insert_child(db, parent.ino, name, &file, now),
+        Some((_, child)) => {
+            let attr = require(db, child)?;
+            match attr.kind {
+                NodeKind::File => Ok(attr),
+                NodeKind::Dir => Err(CatalogError::IsDir { name: lossy(path) }),
+                NodeKind::Symlink => Err(CatalogError::NotFile { name: lossy(path) }),
+            }
+        }
+    }
+}
+
 /// Walks `names` from the root, creating missing directories as `dir`.
-fn make_dirs(db: &Connection, names: &[&[u8]], dir: &NewNode<'_>, now: i64) -> Result<Attr> {
+pub(crate) fn make_dirs(
+    db: &Connection,
+    names: &[&[u8]],
+    dir: &NewNode<'_>,
+    now: i64,
+) -> Result<Attr> {
     let mut attr = require(db, Ino::ROOT)?;
     let mut walked: Vec<u8> = Vec::new();
     for name in names {

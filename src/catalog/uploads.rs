@@ -190,28 +190,7 @@ impl Catalog {
         self.write("committing a chunk", |db| {
             let now = now_ns();
             require_token(db, token, now)?;
-            let shards: &[ShardRecord] = match &record.data {
-                ChunkData::Inline(_) => &[],
-                ChunkData::Sharded { shards, .. } => shards,
-            };
-            for s in shards {
-                require_intent(db, token, &s.id)?;
-            }
-            let mut forget = db.prepare_cached("DELETE FROM intents WHERE shard = ?1")?;
-            for s in shards {
-                forget.execute([s.id])?;
-            }
-            let outcome = if chunk_exists(db, &record.id)? {
-                let redundant: Vec<(ShardId, Holder)> =
-                    shards.iter().map(|s| (s.id, s.holder.clone())).collect();
-                gc::queue(db, &redundant)?;
-                ChunkCommit::Redundant
-            } else {
-                insert_chunk(db, record, now)?;
-                ChunkCommit::Stored
-            };
-            pin(db, token, &record.id)?;
-            Ok(outcome)
+            commit_chunk_in(db, token, record, now)
         })
     }
 
@@ -470,6 +449,37 @@ pub(crate) fn finish(db: &Connection, token: &UploadToken, now: i64) -> Result<u
     Ok(queued)
 }
 
+/// [`Catalog::commit_chunk`] inside the caller's transaction, the token already checked.
+pub(crate) fn commit_chunk_in(
+    db: &Connection,
+    token: &UploadToken,
+    record: &ChunkRecord,
+    now: i64,
+) -> Result<ChunkCommit> {
+    let shards: &[ShardRecord] = match &record.data {
+        ChunkData::Inline(_) => &[],
+        ChunkData::Sharded { shards, .. } => shards,
+    };
+    for s in shards {
+        require_intent(db, token, &s.id)?;
+    }
+    let mut forget = db.prepare_cached("DELETE FROM intents WHERE shard = ?1")?;
+    for s in shards {
+        forget.execute([s.id])?;
+    }
+    let outcome = if chunk_exists(db, &record.id)? {
+        let redundant: Vec<(ShardId, Holder)> =
+            shards.iter().map(|s| (s.id, s.holder.clone())).collect();
+        gc::queue(db, &redundant)?;
+        ChunkCommit::Redundant
+    } else {
+        insert_chunk(db, record, now)?;
+        ChunkCommit::Stored
+    };
+    pin(db, token, &record.id)?;
+    Ok(outcome)
+}
+
 fn require_intent(db: &Connection, token: &UploadToken, shard: &ShardId) -> Result<()> {
     let ours: bool = db
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM intents WHERE shard = ?1 AND token = ?2)")?
@@ -481,13 +491,13 @@ fn require_intent(db: &Connection, token: &UploadToken, shard: &ShardId) -> Resu
     }
 }
 
-fn chunk_exists(db: &Connection, id: &ChunkId) -> Result<bool> {
+pub(crate) fn chunk_exists(db: &Connection, id: &ChunkId) -> Result<bool> {
     Ok(db
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM chunks WHERE id = ?1)")?
         .query_row([id], |r| r.get(0))?)
 }
 
-fn pin(db: &Connection, token: &UploadToken, id: &ChunkId) -> Result<()> {
+pub(crate) fn pin(db: &Connection, token: &UploadToken, id: &ChunkId) -> Result<()> {
     db.prepare_cached("INSERT OR IGNORE INTO pins (token, chunk) VALUES (?1, ?2)")?
         .execute(params![&token.0[..], id])?;
     Ok(())
