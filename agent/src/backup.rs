@@ -6,8 +6,19 @@
 //! the destination, then stores the regular files whose size or mtime differ from what
 //! the repository holds at the same path (each becomes a new version; identical content
 //! costs no new chunks thanks to the repository's dedup). Up to
-//! [`BackupOptions::parallel_files`] files are stored at once, which matters for trees of
-//! many small files where per-file latency, not bandwidth, dominates.
+//! [`BackupOptions::parallel_files`] units are stored at once.
+//!
+//! # Small files in batches
+//!
+//! Trees of many small files are dominated by per-file costs (a durable catalog
+//! transaction or several per file), not bandwidth. Directories are therefore created in
+//! one [`Repository::make_dirs`] call, and files of at most [`Repository::batch_limit`]
+//! bytes are grouped, in walk order, into batches of at most
+//! [`BackupOptions::batch_files`] files and [`BackupOptions::batch_bytes`] bytes: one
+//! [`Repository::stat_many`] and one [`Repository::store_batch`] each. The batch bounds
+//! memory (a repository may hold a batch's content while storing it); larger files are
+//! stored one by one as before. A batch is a unit of work like a large file: up to
+//! `parallel_files` units run at once.
 //!
 //! # Failure policy
 //!
@@ -19,7 +30,7 @@ use std::path::Path;
 
 use futures::StreamExt;
 
-use crate::port::{RemoteFile, Repository, RepositoryError};
+use crate::port::{FileMeta, LocalFile, RemoteFile, Repository, RepositoryError};
 use crate::tree::{self, Entry};
 
 /// How to back up.
@@ -31,6 +42,10 @@ pub struct BackupOptions {
     pub parallel_files: usize,
     /// Store files even when size and mtime match.
     pub force: bool,
+    /// Most small files in one batch.
+    pub batch_files: usize,
+    /// Most bytes of small files in one batch.
+    pub batch_bytes: u64,
 }
 
 impl Default for BackupOptions {
@@ -39,6 +54,8 @@ impl Default for BackupOptions {
             tags: Vec::new(),
             parallel_files: 4,
             force: false,
+            batch_files: 512,
+            batch_bytes: 4 << 20,
         }
     }
 }
@@ -97,43 +114,40 @@ pub async fn backup_tree<R: Repository + ?Sized>(
             fatal: true,
         })?;
     let mut report = BackupReport::default();
+    let mut dirs = Vec::new();
     if !dest.is_empty() {
-        repo.make_dir(dest).await?;
+        dirs.push(dest.to_vec());
     }
     let mut files = Vec::new();
     for entry in entries {
         match entry {
             Entry::Dir { rel } => {
-                repo.make_dir(&dest_path(dest, &rel)).await?;
+                dirs.push(dest_path(dest, &rel));
                 report.dirs += 1;
             }
-            Entry::File { rel, path, meta } => files.push((rel, path, meta)),
+            Entry::File { rel, path, meta } => files.push(LocalFile {
+                path: rel,
+                source: path,
+                meta,
+            }),
             Entry::Skipped { rel, what } => report.skipped.push((lossy(&rel), what.to_owned())),
             Entry::Unreadable { rel, reason } => report.failed.push((lossy(&rel), reason)),
         }
     }
-    let results: Vec<_> = futures::stream::iter(files)
-        .map(|(rel, path, meta)| async move {
-            let target = dest_path(dest, &rel);
-            let outcome = async {
-                if !options.force
-                    && let RemoteFile::File { size, mtime_ns } = repo.stat(&target).await?
-                    && size == meta.size
-                    && mtime_ns == meta.mtime_ns
-                {
-                    return Ok(None);
-                }
-                repo.store_file(&target, &path, &meta, &options.tags)
-                    .await
-                    .map(Some)
+    repo.make_dirs(&dirs).await?;
+    drop(dirs);
+    let units = units(files, repo.batch_limit(), options);
+    let results: Vec<Vec<Outcome>> = futures::stream::iter(units)
+        .map(|unit| async move {
+            match unit {
+                Unit::One(f) => vec![store_one(repo, dest, f, options, on_file).await],
+                Unit::Batch(fs) => store_many(repo, dest, fs, options, on_file).await,
             }
-            .await;
-            on_file(meta.size);
-            (rel, meta.size, outcome)
         })
         .buffer_unordered(options.parallel_files.max(1))
         .collect()
         .await;
+    let results = results.into_iter().flatten();
     for (rel, size, outcome) in results {
         match outcome {
             Ok(None) => report.files_unchanged += 1,
@@ -148,6 +162,133 @@ pub async fn backup_tree<R: Repository + ?Sized>(
     }
     report.failed.sort();
     Ok(report)
+}
+
+/// A file's relative path, size and what storing it did (`None`: unchanged).
+type Outcome = (Vec<u8>, u64, Result<Option<u64>, RepositoryError>);
+
+/// Work stored as one piece.
+enum Unit {
+    One(LocalFile),
+    Batch(Vec<LocalFile>),
+}
+
+/// Groups small files into batches (walk order kept inside each), others alone.
+fn units(files: Vec<LocalFile>, limit: u64, options: &BackupOptions) -> Vec<Unit> {
+    let mut out = Vec::new();
+    let mut batch: Vec<LocalFile> = Vec::new();
+    let mut bytes = 0u64;
+    for f in files {
+        if limit == 0 || f.meta.size > limit {
+            out.push(Unit::One(f));
+            continue;
+        }
+        if !batch.is_empty()
+            && (batch.len() >= options.batch_files.max(1)
+                || bytes + f.meta.size > options.batch_bytes)
+        {
+            out.push(Unit::Batch(std::mem::take(&mut batch)));
+            bytes = 0;
+        }
+        bytes += f.meta.size;
+        batch.push(f);
+    }
+    if !batch.is_empty() {
+        out.push(Unit::Batch(batch));
+    }
+    out
+}
+
+fn unchanged(remote: &RemoteFile, meta: &FileMeta) -> bool {
+    matches!(remote, RemoteFile::File { size, mtime_ns } if *size == meta.size && *mtime_ns == meta.mtime_ns)
+}
+
+async fn store_one<R: Repository + ?Sized>(
+    repo: &R,
+    dest: &[u8],
+    f: LocalFile,
+    options: &BackupOptions,
+    on_file: &(dyn Fn(u64) + Send + Sync),
+) -> Outcome {
+    let target = dest_path(dest, &f.path);
+    let outcome = async {
+        if !options.force && unchanged(&repo.stat(&target).await?, &f.meta) {
+            return Ok(None);
+        }
+        repo.store_file(&target, &f.source, &f.meta, &options.tags)
+            .await
+            .map(Some)
+    }
+    .await;
+    on_file(f.meta.size);
+    (f.path, f.meta.size, outcome)
+}
+
+async fn store_many<R: Repository + ?Sized>(
+    repo: &R,
+    dest: &[u8],
+    files: Vec<LocalFile>,
+    options: &BackupOptions,
+    on_file: &(dyn Fn(u64) + Send + Sync),
+) -> Vec<Outcome> {
+    let targets: Vec<Vec<u8>> = files.iter().map(|f| dest_path(dest, &f.path)).collect();
+    let remote = if options.force {
+        Vec::new()
+    } else {
+        repo.stat_many(&targets).await
+    };
+    let mut outcomes: Vec<Option<Result<Option<u64>, RepositoryError>>> = Vec::new();
+    let mut to_store = Vec::new();
+    let mut at = Vec::new();
+    for (i, (f, target)) in files.iter().zip(targets).enumerate() {
+        match remote.get(i) {
+            Some(Err(e)) => {
+                outcomes.push(Some(Err(RepositoryError {
+                    message: e.message.clone(),
+                    fatal: e.fatal,
+                })));
+                continue;
+            }
+            Some(Ok(r)) if unchanged(r, &f.meta) => {
+                outcomes.push(Some(Ok(None)));
+                continue;
+            }
+            _ => {}
+        }
+        outcomes.push(None);
+        at.push(i);
+        to_store.push(LocalFile {
+            path: target,
+            source: f.source.clone(),
+            meta: f.meta.clone(),
+        });
+    }
+    if !to_store.is_empty() {
+        let mut stored = repo.store_batch(&to_store, &options.tags).await.into_iter();
+        for i in at {
+            outcomes[i] = Some(match stored.next() {
+                Some(r) => r.map(Some),
+                None => Err(RepositoryError {
+                    message: "the repository returned too few results for a batch".into(),
+                    fatal: true,
+                }),
+            });
+        }
+    }
+    files
+        .into_iter()
+        .zip(outcomes)
+        .map(|(f, o)| {
+            on_file(f.meta.size);
+            let o = o.unwrap_or_else(|| {
+                Err(RepositoryError {
+                    message: "no result".into(),
+                    fatal: true,
+                })
+            });
+            (f.path, f.meta.size, o)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -168,6 +309,12 @@ mod tests {
         dirs: Mutex<Vec<Vec<u8>>>,
         stores: Mutex<u64>,
         fail_on: Option<Vec<u8>>,
+        /// Files up to this size go through `store_batch` (0: none).
+        limit: u64,
+        /// Sizes of the batches stored, in files.
+        batches: Mutex<Vec<usize>>,
+        /// `make_dirs` calls.
+        dir_calls: Mutex<u64>,
     }
 
     #[async_trait]
@@ -211,6 +358,29 @@ mod tests {
                 .unwrap()
                 .insert(path.to_vec(), (meta.size, meta.mtime_ns, data));
             Ok(meta.size)
+        }
+        fn batch_limit(&self) -> u64 {
+            self.limit
+        }
+        async fn make_dirs(&self, paths: &[Vec<u8>]) -> Result<(), RepositoryError> {
+            *self.dir_calls.lock().unwrap() += 1;
+            for p in paths {
+                self.make_dir(p).await?;
+            }
+            Ok(())
+        }
+        async fn store_batch(
+            &self,
+            files: &[LocalFile],
+            tags: &[String],
+        ) -> Vec<Result<u64, RepositoryError>> {
+            assert!(files.iter().all(|f| f.meta.size <= self.limit));
+            self.batches.lock().unwrap().push(files.len());
+            let mut out = Vec::new();
+            for f in files {
+                out.push(self.store_file(&f.path, &f.source, &f.meta, tags).await);
+            }
+            out
         }
     }
 
@@ -285,5 +455,73 @@ mod tests {
             r.failed,
             vec![("src/a.rs".to_owned(), "injected".to_owned())]
         );
+    }
+
+    #[tokio::test]
+    async fn small_files_go_in_bounded_batches_and_large_ones_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..25u8 {
+            let sub = dir.path().join(format!("d{}", i % 3));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("f{i:02}")), vec![i; 10]).unwrap();
+        }
+        std::fs::write(dir.path().join("big"), vec![7u8; 100]).unwrap();
+        let repo = Fake {
+            limit: 50,
+            fail_on: Some(b"t/d1/f04".to_vec()),
+            ..Default::default()
+        };
+        let options = BackupOptions {
+            batch_files: 8,
+            batch_bytes: 60,
+            ..Default::default()
+        };
+        let r = backup_tree(&repo, dir.path(), b"t", &options, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.files_stored, r.dirs, r.bytes_stored),
+            (25, 3, 24 * 10 + 100)
+        );
+        assert_eq!(r.failed, vec![("d1/f04".to_owned(), "injected".to_owned())]);
+        let batches = repo.batches.lock().unwrap().clone();
+        assert_eq!(
+            batches.iter().sum::<usize>(),
+            25,
+            "every small file batched"
+        );
+        assert!(
+            batches.iter().all(|&n| n <= 6),
+            "60 bytes of 10-byte files: {batches:?}"
+        );
+        assert_eq!(
+            *repo.dir_calls.lock().unwrap(),
+            1,
+            "directories in one call"
+        );
+        assert_eq!(
+            repo.files.lock().unwrap().get(&b"t/big"[..]).unwrap().2,
+            vec![7u8; 100]
+        );
+        assert_eq!(
+            repo.files.lock().unwrap().get(&b"t/d2/f05"[..]).unwrap().2,
+            vec![5u8; 10]
+        );
+
+        // A rerun stores only what failed (and what changed), in batches again.
+        repo.batches.lock().unwrap().clear();
+        let again = Fake {
+            fail_on: None,
+            limit: 50,
+            files: Mutex::new(repo.files.lock().unwrap().clone()),
+            ..Default::default()
+        };
+        std::fs::write(dir.path().join("d0/f00"), b"changed, 19 bytes").unwrap();
+        let r = backup_tree(&again, dir.path(), b"t", &options, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((r.files_stored, r.files_unchanged), (2, 24));
+        assert_eq!(*again.batches.lock().unwrap(), vec![1, 1]);
+        assert!(r.failed.is_empty());
     }
 }

@@ -20,4 +20,4 @@ pub mod port;
 pub mod tree;
 
 pub use backup::{BackupOptions, BackupReport, backup_tree};
-pub use port::{FileMeta, RemoteFile, Repository, RepositoryError};
+pub use port::{FileMeta, LocalFile, RemoteFile, Repository, RepositoryError};

@@ -5,22 +5,27 @@
 //! catalog create the file entry and missing parents if needed, apply mode and tags, and
 //! commit the content as a new version. A failure after the upload ends the upload, so
 //! its chunks are released to garbage collection and nothing is left pinned.
+//!
+//! With the owner's chunk keys ([`EngineRepository::with_keys`]) the port also offers the
+//! batched path for small files (`tree_put.rs`): a tree of thousands of them is stored in
+//! a few catalog transactions per batch instead of several per file.
 
 use std::io::Read;
 use std::path::Path;
 
 use async_trait::async_trait;
-use datamesh_agent::{RemoteFile, Repository, RepositoryError};
+use datamesh_agent::{LocalFile, RemoteFile, Repository, RepositoryError};
 
 pub use datamesh_agent::FileMeta;
 
-use crate::catalog::{NodeKind, SetAttr, VersionInfo};
+use crate::catalog::{Attr, NodeKind, SetAttr, VersionInfo};
+use crate::crypto::chunk::ChunkKeys;
 use crate::engine::Engine;
 use crate::engine::writer::{Progress, UploadStats};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Mode of directories created on the way to a stored file.
-const DIR_MODE: u32 = 0o755;
+pub(super) const DIR_MODE: u32 = 0o755;
 
 /// The metadata the agent records for a local file.
 pub fn meta_of(m: &std::fs::Metadata) -> FileMeta {
@@ -48,7 +53,7 @@ pub fn meta_now() -> FileMeta {
     }
 }
 
-fn owner() -> (u32, u32) {
+pub(super) fn owner() -> (u32, u32) {
     // SAFETY: geteuid and getegid take no arguments, cannot fail and touch no memory.
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
@@ -57,12 +62,28 @@ fn owner() -> (u32, u32) {
 #[derive(Clone)]
 pub struct EngineRepository {
     engine: Engine,
+    /// The owner's chunk keys: with them small files take the batched path.
+    keys: Option<ChunkKeys>,
 }
 
 impl EngineRepository {
-    /// Wraps an engine.
+    /// Wraps an engine; every file is stored through the engine's streaming upload.
     pub fn new(engine: Engine) -> Self {
-        EngineRepository { engine }
+        EngineRepository { engine, keys: None }
+    }
+
+    /// Wraps an engine, storing files no larger than the minimum chunk in batches
+    /// sealed with `keys` (which must be the engine's owner's).
+    pub fn with_keys(engine: Engine, keys: ChunkKeys) -> Self {
+        EngineRepository {
+            engine,
+            keys: Some(keys),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Stores everything `reader` yields at `path` as a new version.
@@ -112,7 +133,7 @@ impl EngineRepository {
     }
 }
 
-fn port_error(err: Error) -> RepositoryError {
+pub(super) fn port_error(err: Error) -> RepositoryError {
     let fatal = matches!(
         err.kind(),
         ErrorKind::NoSpace | ErrorKind::Unsupported | ErrorKind::Internal | ErrorKind::Corrupt
@@ -120,6 +141,18 @@ fn port_error(err: Error) -> RepositoryError {
     RepositoryError {
         message: err.to_string(),
         fatal,
+    }
+}
+
+fn remote(found: Option<Attr>) -> RemoteFile {
+    match found {
+        None => RemoteFile::Missing,
+        Some(a) if a.kind == NodeKind::Dir => RemoteFile::Directory,
+        Some(a) if a.kind == NodeKind::File => RemoteFile::File {
+            size: a.size,
+            mtime_ns: a.mtime,
+        },
+        Some(_) => RemoteFile::Other,
     }
 }
 
@@ -136,15 +169,64 @@ impl Repository for EngineRepository {
             })
             .await
             .map_err(port_error)?;
-        Ok(match found {
-            None => RemoteFile::Missing,
-            Some(a) if a.kind == NodeKind::Dir => RemoteFile::Directory,
-            Some(a) if a.kind == NodeKind::File => RemoteFile::File {
-                size: a.size,
-                mtime_ns: a.mtime,
-            },
-            Some(_) => RemoteFile::Other,
-        })
+        Ok(remote(found))
+    }
+
+    fn batch_limit(&self) -> u64 {
+        match self.keys {
+            Some(_) => u64::from(self.engine.settings().chunk_sizes.min),
+            None => 0,
+        }
+    }
+
+    async fn stat_many(&self, paths: &[Vec<u8>]) -> Vec<Result<RemoteFile, RepositoryError>> {
+        let p = paths.to_vec();
+        match self
+            .engine
+            .with_catalog(move |c| Ok(c.resolve_many(&p)?))
+            .await
+        {
+            Ok(found) => found
+                .into_iter()
+                .map(|r| r.map(remote).map_err(|e| port_error(e.into())))
+                .collect(),
+            Err(e) => vec![Err(port_error(e)); paths.len()],
+        }
+    }
+
+    async fn make_dirs(&self, paths: &[Vec<u8>]) -> Result<(), RepositoryError> {
+        let p = paths.to_vec();
+        let made = self
+            .engine
+            .with_catalog(move |c| {
+                let (uid, gid) = owner();
+                Ok(c.mkdir_p_many(&p, DIR_MODE, uid, gid)?)
+            })
+            .await
+            .map_err(port_error)?;
+        match made.into_iter().find_map(|r| r.err()) {
+            Some(e) => Err(port_error(e.into())),
+            None => Ok(()),
+        }
+    }
+
+    async fn store_batch(
+        &self,
+        files: &[LocalFile],
+        tags: &[String],
+    ) -> Vec<Result<u64, RepositoryError>> {
+        match &self.keys {
+            Some(keys) => {
+                super::tree_put::store_batch(self, keys, self.batch_limit(), files, tags).await
+            }
+            None => {
+                let mut out = Vec::with_capacity(files.len());
+                for f in files {
+                    out.push(self.store_file(&f.path, &f.source, &f.meta, tags).await);
+                }
+                out
+            }
+        }
     }
 
     async fn make_dir(&self, path: &[u8]) -> Result<(), RepositoryError> {

@@ -3,3 +3,4 @@
 
 pub mod agent;
 pub mod mount;
+mod tree_put;

@@ -16,6 +16,7 @@ use super::names::name_bytes;
 use super::output;
 use crate::adapters::agent::EngineRepository;
 use crate::config::human_bytes;
+use crate::crypto::chunk::ChunkKeys;
 use crate::engine::{Engine, blocking};
 use crate::error::{Error, ErrorKind, ResultExt};
 
@@ -100,8 +101,12 @@ pub async fn put(ctx: &CliContext, args: PutArgs) -> anyhow::Result<()> {
         }
         None => default_name(&args.path)?,
     };
-    let (_repo, engine) = ctx.open_engine().await?;
-    let target = EngineRepository::new(engine.clone());
+    let (repo, engine) = ctx.open_engine().await?;
+    // With the owner's keys, small files of a tree put are stored in batches.
+    let target = match repo.keys() {
+        Some(keys) => EngineRepository::with_keys(engine.clone(), ChunkKeys::new(keys)),
+        None => EngineRepository::new(engine.clone()),
+    };
 
     if let Some(m) = &meta
         && m.is_dir()
@@ -209,6 +214,7 @@ async fn put_tree(
         // A tree put is a backup: files whose size and mtime match the stored current
         // version are skipped (a single-file put always makes a new version).
         force: false,
+        ..BackupOptions::default()
     };
     let counter = done.clone();
     let on_file = move |n: u64| {
