@@ -6,7 +6,6 @@
 //! are restored.
 
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +22,7 @@ use crate::engine::{Engine, blocking};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 
 pub async fn get(ctx: &CliContext, args: GetArgs) -> anyhow::Result<()> {
-    let (_repo, engine) = ctx.open_engine().await?;
+    let (repo, engine) = ctx.open_engine().await?;
     let key = args.name.clone();
     let attr = engine.with_catalog(move |c| resolve_key(c, &key)).await?;
     let shown = args.name.to_string_lossy().into_owned();
@@ -31,7 +30,8 @@ pub async fn get(ctx: &CliContext, args: GetArgs) -> anyhow::Result<()> {
     match attr.kind {
         NodeKind::File => {}
         NodeKind::Dir if args.recursive && !to_stdout => {
-            return get_tree(ctx, &engine, attr.ino, &args).await;
+            let keys = repo.keys().map(crate::crypto::chunk::ChunkKeys::new);
+            return super::get_tree::get_tree(ctx, &engine, keys, attr.ino, &args).await;
         }
         NodeKind::Dir => {
             return Err(Error::new(
@@ -108,111 +108,6 @@ fn content_of(
     }
 }
 
-/// One thing to recreate under the output directory.
-enum Item {
-    Dir(PathBuf, u32),
-    File(PathBuf, Ino, u32, i64),
-    Symlink(PathBuf, Vec<u8>),
-}
-
-/// Every node under `dir`, parents first.
-fn walk(c: &Catalog, dir: Ino, at: &Path, out: &mut Vec<Item>) -> Result<()> {
-    let mut after = 0;
-    loop {
-        let entries = c.readdir(dir, after, 512)?;
-        let Some(last) = entries.last() else {
-            return Ok(());
-        };
-        after = last.cookie;
-        for e in entries {
-            let path = at.join(std::ffi::OsStr::from_bytes(&e.name));
-            match e.attr.kind {
-                NodeKind::Dir => {
-                    out.push(Item::Dir(path.clone(), e.attr.mode));
-                    walk(c, e.attr.ino, &path, out)?;
-                }
-                NodeKind::File => out.push(Item::File(path, e.attr.ino, e.attr.mode, e.attr.mtime)),
-                NodeKind::Symlink => out.push(Item::Symlink(path, c.readlink(e.attr.ino)?)),
-            }
-        }
-    }
-}
-
-async fn get_tree(
-    ctx: &CliContext,
-    engine: &Engine,
-    root: Ino,
-    args: &GetArgs,
-) -> anyhow::Result<()> {
-    let dest = args.output.clone();
-    if std::fs::symlink_metadata(&dest).is_ok() {
-        return Err(Error::new(
-            ErrorKind::AlreadyExists,
-            format!(
-                "{} exists: give a new directory to retrieve the tree into",
-                dest.display()
-            ),
-        )
-        .into());
-    }
-    let at = dest.clone();
-    let items = engine
-        .with_catalog(move |c| {
-            let mut items = Vec::new();
-            walk(c, root, &at, &mut items)?;
-            Ok(items)
-        })
-        .await?;
-    std::fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
-    let mut files = Vec::new();
-    for item in items {
-        match item {
-            Item::Dir(p, mode) => {
-                std::fs::create_dir(&p)
-                    .with_context(|| format!("cannot create {}", p.display()))?;
-                std::fs::set_permissions(
-                    &p,
-                    std::fs::Permissions::from_mode((mode & 0o7777) | 0o700),
-                )?;
-            }
-            Item::Symlink(p, target) => {
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &p)
-                    .with_context(|| format!("cannot create {}", p.display()))?;
-            }
-            Item::File(p, ino, mode, mtime) => files.push((p, ino, mode, mtime)),
-        }
-    }
-    let count = files.len();
-    let results: Vec<Result<()>> = futures::stream::iter(files)
-        .map(|(p, ino, mode, mtime)| async move {
-            let (size, mtime, refs) = engine
-                .with_catalog(move |c| content_of(c, ino, mtime, None))
-                .await?;
-            write_file(engine, refs, size, &p, false, mode, mtime, None)
-                .await
-                .map_err(|e| e.context(p.display()))
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    let mut failed = 0;
-    for r in results {
-        if let Err(e) = r {
-            ctx.error(e.to_string());
-            failed += 1;
-        }
-    }
-    if failed > 0 {
-        return Err(super::Reported(Error::new(
-            ErrorKind::Io,
-            format!("{failed} of {count} files could not be retrieved"),
-        ))
-        .into());
-    }
-    ctx.note(format!("retrieved {count} files into {}", dest.display()));
-    Ok(())
-}
-
 /// Streams the content to the command's stdout, holes as zeros.
 async fn write_stdout(
     ctx: &CliContext,
@@ -271,6 +166,31 @@ async fn write_file(
             format!("{} exists: pass --force to replace it", dest.display()),
         ));
     }
+    let tmp_path = write_temp(engine, refs, size, dest, mode, mtime, bar, true).await?;
+    let dest = dest.to_owned();
+    blocking(move || {
+        tmp_path.persist(&dest).map_err(|e| {
+            Error::from(e.error).context(format!("cannot write {}", dest.display()))
+        })?;
+        Ok(())
+    })
+    .await
+}
+
+/// Writes the content to a temporary file beside `dest` (mode and mtime set, fsync'd
+/// with `sync`) and returns it, to be renamed into place by the caller. Holes and
+/// all-zero chunks become holes.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn write_temp(
+    engine: &Engine,
+    refs: Vec<crate::catalog::ChunkRef>,
+    size: u64,
+    dest: &Path,
+    mode: u32,
+    mtime: i64,
+    bar: Option<&indicatif::ProgressBar>,
+    sync: bool,
+) -> crate::Result<tempfile::TempPath> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -314,17 +234,15 @@ async fn write_file(
         }
     }
     let f = file.take().expect("file");
-    let dest = dest.to_owned();
     blocking(move || {
         f.set_len(size)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
         let t = std::time::UNIX_EPOCH + Duration::from_nanos(mtime.max(0) as u64);
         f.set_modified(t)?;
-        f.sync_all()?;
-        tmp_path.persist(&dest).map_err(|e| {
-            Error::from(e.error).context(format!("cannot write {}", dest.display()))
-        })?;
-        Ok(())
+        if sync {
+            f.sync_all()?;
+        }
+        Ok(tmp_path)
     })
     .await
 }

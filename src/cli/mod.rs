@@ -26,6 +26,7 @@ pub mod args;
 pub mod context;
 mod data_cmds;
 mod get_cmd;
+mod get_tree;
 mod key_cmds;
 pub mod mesh_args;
 mod mesh_cmds;
