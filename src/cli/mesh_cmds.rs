@@ -266,6 +266,8 @@ async fn looking_node(ctx: &CliContext) -> anyhow::Result<(Config, MeshStore)> {
     let mut mesh = config.mesh.clone();
     mesh.bootstrap = entries;
     let store = MeshStore::connect(Keypair::generate_ed25519(), &mesh, &[]).await?;
+    // The admin views list peers: let discovery finish first.
+    store.wait_settled().await;
     Ok((config, store))
 }
 

@@ -16,7 +16,8 @@
 //!
 //! # Invariants
 //!
-//! * Only bytes whose BLAKE3 equals the recorded ShardId reach the decoder.
+//! * Only bytes whose BLAKE3 equals the recorded ShardId reach the decoder (checked
+//!   here, or by a store that says it checked them: `ShardStore::verifies_reads`).
 //! * With at most `m` bad shards the stripe decodes; with more, the error says how many
 //!   were intact and never yields bytes.
 //! * Bad shards are rebuilt from the decoded stripe (identical bytes, same ShardId) and
@@ -164,10 +165,14 @@ pub async fn fetch_stripe(
                 ),
                 Ok(Err(e)) => Outcome::Bad(i, format!("shard {i} at {holder}: {e}")),
                 Ok(Ok(bytes)) => {
-                    let check = bytes.clone();
-                    let ok = tokio::task::spawn_blocking(move || ShardId::of(&check) == id)
-                        .await
-                        .unwrap_or(false);
+                    // A store that checked these bytes already (the mesh) is not asked
+                    // to pay for the same hash twice.
+                    let ok = store.verifies_reads(&holder) || {
+                        let check = bytes.clone();
+                        tokio::task::spawn_blocking(move || ShardId::of(&check) == id)
+                            .await
+                            .unwrap_or(false)
+                    };
                     if ok {
                         Outcome::Good(i, bytes)
                     } else {

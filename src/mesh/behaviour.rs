@@ -135,7 +135,11 @@ impl Behaviour {
             .set_max_packet_size(KAD_MAX_PACKET)
             .set_record_ttl(None)
             .set_publication_interval(None)
-            .set_replication_interval(None);
+            .set_replication_interval(None)
+            // Provider records are published in sweeps (mesh::announce), which also
+            // republish them; Kademlia's per-key republishing would walk once per shard.
+            .set_provider_publication_interval(None)
+            .set_provider_record_ttl(Some(super::announce::PROVIDER_TTL));
         let store = MemoryStore::with_config(
             peer_id,
             MemoryStoreConfig {

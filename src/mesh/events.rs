@@ -170,9 +170,6 @@ impl EventLoop {
         };
         match result {
             QueryResult::GetClosestPeers(result) => {
-                let Some((storage_only, reply)) = self.closest.remove(&id) else {
-                    return;
-                };
                 let (peers, timed_out) = match result {
                     Ok(GetClosestPeersOk { peers, .. }) => (peers, false),
                     Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, true),
@@ -182,6 +179,13 @@ impl EventLoop {
                         self.swarm.add_peer_address(p.peer_id, a.clone());
                     }
                 }
+                if self.announcer.owns(&id) {
+                    self.on_announce_walk(id, peers.into_iter().map(|p| p.peer_id).collect());
+                    return;
+                }
+                let Some((storage_only, reply)) = self.closest.remove(&id) else {
+                    return;
+                };
                 let ids: Vec<PeerId> = peers
                     .into_iter()
                     .map(|p| p.peer_id)
@@ -225,9 +229,6 @@ impl EventLoop {
                 {
                     let _ = reply.send(Ok(self.swarm.connected_peers().count()));
                 }
-            }
-            QueryResult::StartProviding(_) if step.last && self.announcing.remove(&id) => {
-                self.pump_announcements();
             }
             _ => {}
         }

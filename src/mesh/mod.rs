@@ -36,6 +36,7 @@
 //! peer; 30 s per shard request; 500 shard requests per second per peer; 10 s per DHT
 //! lookup; circuit breaker backoff 1 s doubling to 60 s. See `docs/design/mesh.md`.
 
+pub mod announce;
 pub mod availability;
 pub mod behaviour;
 pub mod client;

@@ -17,10 +17,10 @@
 //! limit and the global in-flight limit ([`MAX_INFLIGHT`] handlers); either refusal is an
 //! immediate "busy". Otherwise it is handed to a spawned task running the
 //! [`ShardServer`], whose answer comes back over a bounded channel for the loop to send.
-//! After a put the node announces itself as a provider of the shard in the DHT, through
-//! a queue drained with at most [`MAX_ANNOUNCING`] announcements in flight, so a burst
-//! of puts never floods the DHT. A restarted storage node re-announces every shard it
-//! holds after it first joins.
+//! After a put the node announces itself as a provider of the shard in the DHT, in
+//! batched sweeps (`mesh::announce`), so a burst of puts costs a few messages per peer,
+//! not a DHT walk per shard. A storage node re-announces every shard it holds after it
+//! first joins and periodically after that.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::announce::{Announcer, REANNOUNCE_EVERY};
 use super::behaviour::{Behaviour, Limits, Role};
 use super::client::MeshClient;
 use super::config::BootstrapEntry;
@@ -52,10 +53,6 @@ pub const LISTEN_WAIT: Duration = Duration::from_secs(5);
 pub const REJOIN_EVERY: Duration = Duration::from_secs(10);
 /// Inbound shard requests being handled at once.
 pub const MAX_INFLIGHT: usize = 64;
-/// Provider announcements in flight at once.
-pub const MAX_ANNOUNCING: usize = 8;
-/// Provider announcements queued at most (32 bytes each).
-pub const MAX_ANNOUNCE_QUEUE: usize = 1 << 20;
 /// Commands queued to the loop at most.
 const COMMAND_QUEUE: usize = 256;
 /// Idle connections close after this.
@@ -189,8 +186,7 @@ pub(super) struct EventLoop {
     /// Joins that reached a peer and now wait for their routing-table refresh.
     pub refreshing: HashMap<QueryId, Reply<usize>>,
     pub bootstrap: Vec<(Multiaddr, u32)>,
-    pub announce: VecDeque<ShardId>,
-    pub announcing: HashSet<QueryId>,
+    pub announcer: Announcer,
     pub announced_store: bool,
     /// The shards a restarted storage node holds, listed off the loop.
     pub listed_tx: mpsc::Sender<Vec<ShardId>>,
@@ -280,8 +276,7 @@ pub async fn start(config: NodeConfig) -> Result<MeshClient, MeshError> {
         joins: Vec::new(),
         refreshing: HashMap::new(),
         bootstrap: Vec::new(),
-        announce: VecDeque::new(),
-        announcing: HashSet::new(),
+        announcer: Announcer::new(),
         announced_store: false,
         listed_tx,
         listed_rx,
@@ -289,6 +284,14 @@ pub async fn start(config: NodeConfig) -> Result<MeshClient, MeshError> {
     };
     tokio::spawn(event_loop.run());
     Ok(MeshClient::new(tx, peer_id, traffic))
+}
+
+/// Sleeps until `due` (forever without one; the select arm is disabled then anyway).
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Parses a bootstrap entry into a multiaddr (which should end in `/p2p/<peer id>`).
@@ -328,11 +331,10 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().shard.send_response(channel, response);
                     self.on_effect(effect);
                 }
-                Some(ids) = self.listed_rx.recv() => {
-                    for id in ids {
-                        self.queue_announce(id);
-                    }
-                    self.pump_announcements();
+                Some(ids) = self.listed_rx.recv() => self.announce(ids),
+                Some(done) = self.announcer.done_rx.recv() => self.on_sweep_done(done),
+                () = sleep_until_due(self.announcer.due), if self.announcer.due.is_some() => {
+                    self.on_sweep_due();
                 }
                 _ = tick.tick() => self.on_tick(),
             }
@@ -385,12 +387,7 @@ impl EventLoop {
                     .get_providers(record_key(&id));
                 self.providers.insert(q, reply);
             }
-            Command::Provide(ids) => {
-                for id in ids {
-                    self.queue_announce(id);
-                }
-                self.pump_announcements();
-            }
+            Command::Provide(ids) => self.announce(ids),
             Command::Peers(reply) => {
                 let _ = reply.send(self.peers.views(Instant::now()));
             }
@@ -545,23 +542,9 @@ impl EventLoop {
                 }
             }
         }
-        if self.role == Role::Storage
-            && !self.announced_store
-            && let Some(server) = &self.server
-        {
+        if self.role == Role::Storage && !self.announced_store {
             self.announced_store = true;
-            let store = server.store().clone();
-            let tx = self.listed_tx.clone();
-            tokio::spawn(async move {
-                match store.list().await {
-                    Ok(ids) if !ids.is_empty() => {
-                        tracing::info!(shards = ids.len(), "announcing held shards");
-                        let _ = tx.send(ids).await;
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("cannot list held shards to announce: {e}"),
-                }
-            });
+            self.announce_held();
         }
     }
 
@@ -573,50 +556,24 @@ impl EventLoop {
             tracing::debug!("no connections: dialling the bootstrap peers again");
             self.start_join(self.bootstrap.clone(), None);
         }
+        if self
+            .announcer
+            .last_full
+            .is_some_and(|t| t.elapsed() >= REANNOUNCE_EVERY)
+        {
+            self.announce_held();
+        }
     }
 
     pub(super) fn on_effect(&mut self, effect: Effect) {
         match effect {
             Effect::None => {}
-            Effect::Provide(id) => {
-                self.queue_announce(id);
-                self.pump_announcements();
-            }
+            Effect::Provide(id) => self.announce([id]),
             Effect::Unprovide(id) => {
                 self.swarm
                     .behaviour_mut()
                     .kad
                     .stop_providing(&record_key(&id));
-            }
-        }
-    }
-
-    fn queue_announce(&mut self, id: ShardId) {
-        if self.announce.len() < MAX_ANNOUNCE_QUEUE {
-            self.announce.push_back(id);
-        } else {
-            tracing::warn!(
-                "provider announcement queue full; shard {} is findable through the catalog only",
-                id.short()
-            );
-        }
-    }
-
-    pub(super) fn pump_announcements(&mut self) {
-        while self.announcing.len() < MAX_ANNOUNCING {
-            let Some(id) = self.announce.pop_front() else {
-                return;
-            };
-            match self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .start_providing(record_key(&id))
-            {
-                Ok(q) => {
-                    self.announcing.insert(q);
-                }
-                Err(e) => tracing::warn!("cannot announce shard {}: {e}", id.short()),
             }
         }
     }
@@ -630,6 +587,8 @@ impl EventLoop {
     ) {
         let busy = |why: &str| Response::Error(super::wire::Status::Busy, why.to_owned());
         let Some(server) = self.server.clone() else {
+            // Only storage nodes accept the protocol at all (behaviour.rs), so nothing
+            // but a misbehaving peer gets here.
             let _ = self.swarm.behaviour_mut().shard.send_response(
                 channel,
                 Response::Error(
@@ -645,6 +604,16 @@ impl EventLoop {
                 .behaviour_mut()
                 .shard
                 .send_response(channel, busy("too many requests from your peer; slow down"));
+            return;
+        }
+        if let Request::Announce(ids) = request {
+            // Bounded by the codec (MAX_ANNOUNCE_IDS) and the rate limit; map inserts only.
+            let response = self.on_inbound_announce(peer, ids);
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_response(channel, response);
             return;
         }
         let Ok(permit) = self.inflight.clone().try_acquire_owned() else {

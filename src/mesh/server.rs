@@ -76,6 +76,15 @@ impl ShardServer {
             Request::Delete(id) => self.delete(peer, id).await,
             Request::Stat => (self.stat().await, Effect::None),
             Request::Probe(bytes) => (Response::ProbeReceived(bytes.len() as u64), Effect::None),
+            // The node's event loop answers announcements from its DHT table before
+            // requests reach the server; a server on its own has no table to keep them.
+            Request::Announce(_) => (
+                Response::Error(
+                    Status::Malformed,
+                    "announcements are taken by the mesh node, not the shard server".into(),
+                ),
+                Effect::None,
+            ),
         }
     }
 

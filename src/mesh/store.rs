@@ -21,7 +21,9 @@
 //! The recorded holder is asked first, unless its breaker is open or it is
 //! misbehaving. If it fails or lacks the shard, a DHT lookup finds the providers, which
 //! are asked one at a time, trusted-and-fast first, at most [`MAX_READ_ATTEMPTS`] of
-//! them. With `verify_reads` (the default) each answer is hashed on the blocking pool:
+//! them. When no provider is announced (announcements are batched, `mesh::announce`,
+//! so a shard stored a moment ago may have none yet), the storage peers closest to the
+//! shard id are asked instead, closest first: placement put it on one of them. With `verify_reads` (the default) each answer is hashed on the blocking pool:
 //! bytes that do not match the id mark the peer misbehaving and the next one is asked,
 //! so wrong bytes never leave this store. Every request has a timeout and dead peers
 //! are skipped by their breaker, so a read costs bounded time.
@@ -88,6 +90,8 @@ pub struct MeshStore {
     client: MeshClient,
     health: Arc<PeerHealth>,
     options: MeshStoreOptions,
+    /// Becomes true once the set of known storage peers has settled (see `connect`).
+    settled: tokio::sync::watch::Receiver<bool>,
 }
 
 impl MeshStore {
@@ -98,16 +102,21 @@ impl MeshStore {
 
     /// A store over a running node, with `options`.
     pub fn with_options(client: MeshClient, options: MeshStoreOptions) -> Self {
+        let (_, settled) = tokio::sync::watch::channel(true);
         MeshStore {
             client,
             health: Arc::new(PeerHealth::default()),
             options,
+            settled,
         }
     }
 
-    /// Starts a client node with `keypair` (the repository's node key), joins the mesh
-    /// through `config.mesh.bootstrap` plus `extra_bootstrap`, and waits until the set
-    /// of known storage peers settles (at most a few seconds).
+    /// Starts a client node with `keypair` (the owner's client key), joins the mesh
+    /// through `config.mesh.bootstrap` plus `extra_bootstrap`, and returns. The set of
+    /// known storage peers keeps settling in the background (at most a few seconds);
+    /// placement and the figures that count peers wait for it, reads do not (they go
+    /// to recorded holders, whose addresses the join's routing-table refresh learnt), so
+    /// a `get` does not pay for discovery it does not need.
     pub async fn connect(
         keypair: Keypair,
         config: &MeshConfig,
@@ -123,14 +132,30 @@ impl MeshStore {
         client
             .join(&config.bootstrap_with(extra_bootstrap), JOIN_TIMEOUT)
             .await?;
-        settle(&client).await?;
-        Ok(MeshStore::with_options(
+        let (tx, settled) = tokio::sync::watch::channel(false);
+        let c = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = settle(&c).await {
+                tracing::debug!("storage peers did not settle: {e}");
+            }
+            let _ = tx.send(true);
+        });
+        let mut store = MeshStore::with_options(
             client,
             MeshStoreOptions {
                 request_timeout: config.request_timeout(),
                 ..MeshStoreOptions::default()
             },
-        ))
+        );
+        store.settled = settled;
+        Ok(store)
+    }
+
+    /// Waits until the known storage peers have settled (at once when they have; a
+    /// settling task that died counts as settled).
+    pub async fn wait_settled(&self) {
+        let mut rx = self.settled.clone();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// The node handle.
@@ -174,6 +199,7 @@ impl MeshStore {
 
     /// Storage peers that may take shards now.
     async fn placeable(&self) -> Result<Vec<PeerId>, MeshError> {
+        self.wait_settled().await;
         let now = Instant::now();
         let me = self.client.peer_id();
         Ok(self
@@ -400,6 +426,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Deleted => "deleted",
         Response::Stats(_) => "stats",
         Response::ProbeReceived(_) => "probe",
+        Response::Announced(_) => "announced",
         Response::Error(..) => "error",
     }
 }
@@ -519,21 +546,32 @@ impl ShardStore for MeshStore {
             }
         }
         let mut providers = self.client.providers(*id).await.unwrap_or_default();
+        if providers.is_empty() {
+            // Not announced (yet, or the records expired): placement put the shard on a
+            // peer close to its id, so ask those.
+            providers = self
+                .client
+                .closest_peers(id.as_bytes().to_vec(), true)
+                .await
+                .unwrap_or_default();
+            providers.retain(|p| *p != self.client.peer_id());
+            providers = placement::closest(&providers, id);
+        }
         let now = Instant::now();
         providers.retain(|p| !tried.contains(p) && self.health.reachable(p, now));
         providers.sort_by_key(|p| self.health.read_rank(p, now));
-        // A distrusted recorded holder is still worth a last try: its answer is checked.
+        let budget = MAX_READ_ATTEMPTS - tried.len().min(1);
+        // A distrusted recorded holder is still worth a last try within the budget: its
+        // answer is checked, and its failure says more than the others' "not found".
         if let Some(p) = recorded
             && !tried.contains(&p)
-            && !providers.contains(&p)
             && self.health.reachable(&p, now)
         {
+            providers.retain(|q| *q != p);
+            providers.truncate(budget - 1);
             providers.push(p);
         }
-        for p in providers
-            .into_iter()
-            .take(MAX_READ_ATTEMPTS - tried.len().min(1))
-        {
+        for p in providers.into_iter().take(budget) {
             tried.insert(p);
             match self.get_from(p, *id).await {
                 Ok(bytes) => return Ok(bytes),
@@ -587,6 +625,7 @@ impl ShardStore for MeshStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.wait_settled().await;
         let peers = self
             .client
             .storage_peers()
@@ -613,6 +652,10 @@ impl ShardStore for MeshStore {
 
     async fn distinct_holders(&self) -> usize {
         self.placeable().await.map(|v| v.len()).unwrap_or(0)
+    }
+
+    fn verifies_reads(&self, _holder: &Holder) -> bool {
+        self.options.verify_reads
     }
 
     fn spreads(&self) -> bool {

@@ -27,6 +27,7 @@
 //! | 0x04 | delete             | id              |
 //! | 0x05 | stat               | —               |
 //! | 0x06 | probe (bandwidth)  | blob            |
+//! | 0x07 | announce           | u16 count N (1..=[`MAX_ANNOUNCE_IDS`]), N ids |
 //!
 //! | tag  | response           | fields                                      |
 //! |------|--------------------|---------------------------------------------|
@@ -36,6 +37,7 @@
 //! | 0x84 | deleted            | —                                           |
 //! | 0x85 | stats              | shards u64, bytes u64, available u64, capacity u64 (0 = none) |
 //! | 0x86 | probe received     | u64 bytes received                          |
+//! | 0x87 | announced          | u32 provider records kept                   |
 //! | 0xFF | error              | u8 status, text                             |
 //!
 //! Decoding never panics and never allocates: blobs are zero-copy slices of the frame,
@@ -52,6 +54,8 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const MAX_MESSAGE: usize = 8 << 20;
 /// Largest error text.
 pub const MAX_TEXT: usize = 1024;
+/// Most shard ids in one announce request (128 KiB of ids).
+pub const MAX_ANNOUNCE_IDS: usize = 4096;
 
 /// A request of the shard protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +77,9 @@ pub enum Request {
     Stat,
     /// Bytes to be counted and discarded: a bandwidth measurement.
     Probe(Bytes),
+    /// The sender holds these shards: keep a provider record for each, naming the
+    /// sender (never anyone else), so DHT lookups find it (`mesh::announce`).
+    Announce(Vec<ShardId>),
 }
 
 /// Space and content figures of one storage node.
@@ -153,6 +160,8 @@ pub enum Response {
     Stats(NodeStats),
     /// Answer to `Probe`: how many bytes arrived.
     ProbeReceived(u64),
+    /// Provider records kept of an announce (fewer when the holder's table is full).
+    Announced(u32),
     /// The request was refused.
     Error(Status, String),
 }
@@ -185,12 +194,14 @@ const T_HAS: u8 = 0x03;
 const T_DELETE: u8 = 0x04;
 const T_STAT: u8 = 0x05;
 const T_PROBE: u8 = 0x06;
+const T_ANNOUNCE: u8 = 0x07;
 const T_STORED: u8 = 0x81;
 const T_SHARD: u8 = 0x82;
 const T_HAS_ANSWER: u8 = 0x83;
 const T_DELETED: u8 = 0x84;
 const T_STATS: u8 = 0x85;
 const T_PROBE_RECEIVED: u8 = 0x86;
+const T_ANNOUNCED: u8 = 0x87;
 const T_ERROR: u8 = 0xFF;
 
 /// An encoded body: the small fixed part, and the blob that follows it, if any, kept
@@ -247,6 +258,17 @@ impl Request {
             Request::Delete(id) => id_only(T_DELETE, id),
             Request::Stat => Encoded::new(T_STAT),
             Request::Probe(bytes) => Encoded::new(T_PROBE).with_blob(bytes),
+            Request::Announce(ids) => {
+                // Senders split longer lists (mesh::announce); never more on the wire.
+                let ids = &ids[..ids.len().min(MAX_ANNOUNCE_IDS)];
+                let mut e = Encoded::new(T_ANNOUNCE);
+                e.head.reserve(2 + ids.len() * 32);
+                e.head.put_u16(ids.len() as u16); // <= MAX_ANNOUNCE_IDS < u16::MAX
+                for id in ids {
+                    e.head.put_slice(id.as_bytes());
+                }
+                e
+            }
         }
     }
 
@@ -264,6 +286,22 @@ impl Request {
             T_DELETE => Request::Delete(r.id()?),
             T_STAT => Request::Stat,
             T_PROBE => Request::Probe(r.blob("probe bytes")?),
+            T_ANNOUNCE => {
+                let n = usize::from(r.u16("announce count")?);
+                if n == 0 || n > MAX_ANNOUNCE_IDS {
+                    return Err(WireError::Field("announce count out of range"));
+                }
+                // The count is bounded and each id must be present: check the length
+                // before allocating for it.
+                if r.remaining() != n * 32 {
+                    return Err(WireError::Field("announce ids do not match the count"));
+                }
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(r.id()?);
+                }
+                Request::Announce(ids)
+            }
             t => return Err(WireError::Tag(t)),
         };
         r.finish()?;
@@ -279,6 +317,7 @@ impl Request {
             Request::Delete(_) => "delete",
             Request::Stat => "stat",
             Request::Probe(_) => "probe",
+            Request::Announce(_) => "announce",
         }
     }
 }
@@ -312,6 +351,11 @@ impl Response {
             Response::ProbeReceived(n) => {
                 let mut e = Encoded::new(T_PROBE_RECEIVED);
                 e.head.put_u64(*n);
+                e
+            }
+            Response::Announced(n) => {
+                let mut e = Encoded::new(T_ANNOUNCED);
+                e.head.put_u32(*n);
                 e
             }
             Response::Error(status, text) => {
@@ -350,6 +394,7 @@ impl Response {
                 })
             }
             T_PROBE_RECEIVED => Response::ProbeReceived(r.u64("probe count")?),
+            T_ANNOUNCED => Response::Announced(r.u32("announced count")?),
             T_ERROR => {
                 let status = Status::from_code(r.u8("error status")?)
                     .ok_or(WireError::Field("unknown error status"))?;
@@ -414,8 +459,16 @@ impl Reader {
         Ok(self.take(2, what)?.get_u16())
     }
 
+    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+        Ok(self.take(4, what)?.get_u32())
+    }
+
     fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
         Ok(self.take(8, what)?.get_u64())
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.remaining()
     }
 
     fn id(&mut self) -> Result<ShardId, WireError> {
@@ -464,6 +517,12 @@ mod tests {
             Request::Delete(id),
             Request::Stat,
             Request::Probe(Bytes::from(vec![7u8; 1000])),
+            Request::Announce(vec![id]),
+            Request::Announce(
+                (0..MAX_ANNOUNCE_IDS as u32)
+                    .map(|i| ShardId::of(&i.to_be_bytes()))
+                    .collect(),
+            ),
         ]
     }
 
@@ -482,6 +541,7 @@ mod tests {
             }),
             Response::Stats(NodeStats::default()),
             Response::ProbeReceived(1 << 40),
+            Response::Announced(4096),
             Response::Error(Status::NoSpace, "full".into()),
             Response::Error(Status::NotStorage, String::new()),
         ]
@@ -497,6 +557,35 @@ mod tests {
             let body = Bytes::from(to_vec(&resp.encode()));
             assert_eq!(Response::decode(body).unwrap(), resp);
         }
+    }
+
+    #[test]
+    fn announce_counts_must_match_and_stay_bounded() {
+        let one = to_vec(&Request::Announce(vec![ShardId::of(b"a")]).encode());
+        // Count 0, count above the limit, count larger than the ids present.
+        for (count, extra) in [
+            (0u16, 0usize),
+            (MAX_ANNOUNCE_IDS as u16 + 1, 0),
+            (2, 0),
+            (1, 1),
+        ] {
+            let mut body = one.clone();
+            body[2..4].copy_from_slice(&count.to_be_bytes());
+            body.extend(std::iter::repeat_n(0u8, extra));
+            assert!(
+                Request::decode(Bytes::from(body)).is_err(),
+                "count {count} +{extra}"
+            );
+        }
+        // An over-long list is cut at the limit when encoded, never sent whole.
+        let many: Vec<ShardId> = (0..MAX_ANNOUNCE_IDS as u32 + 5)
+            .map(|i| ShardId::of(&i.to_be_bytes()))
+            .collect();
+        let body = Bytes::from(to_vec(&Request::Announce(many.clone()).encode()));
+        assert_eq!(
+            Request::decode(body).unwrap(),
+            Request::Announce(many[..MAX_ANNOUNCE_IDS].to_vec())
+        );
     }
 
     #[test]

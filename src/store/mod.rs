@@ -224,6 +224,14 @@ pub trait ShardStore: Send + Sync + 'static {
         1
     }
 
+    /// Whether every byte string `get` returns for `holder` has already been checked to
+    /// hash to the requested id (the mesh store checks, to route around lying peers).
+    /// The engine then skips its own check of the same bytes; a store that answers
+    /// `true` must never return unchecked bytes for that holder.
+    fn verifies_reads(&self, _holder: &Holder) -> bool {
+        false
+    }
+
     /// Whether this store spreads shards over machines (the mesh), so that the fault
     /// tolerance its placement achieves is worth reporting to the user.
     fn spreads(&self) -> bool {

@@ -84,6 +84,10 @@ impl ShardStore for RoutedStore {
         self.remote.distinct_holders().await
     }
 
+    fn verifies_reads(&self, holder: &Holder) -> bool {
+        self.route(holder).verifies_reads(holder)
+    }
+
     fn spreads(&self) -> bool {
         true
     }
