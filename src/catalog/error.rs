@@ -45,7 +45,7 @@ pub enum CatalogError {
     },
     /// The file is not a datamesh catalog at all.
     #[error(
-        "{path} is not a datamesh catalog ({reason}): restore it with `datamesh recover` or move it out of the way"
+        "{path} is not a datamesh catalog ({reason}): move it out of the way and put back a copy of catalog.db from a backup of the repository"
     )]
     NotACatalog {
         /// The catalog file.
@@ -55,7 +55,7 @@ pub enum CatalogError {
     },
     /// A stored value breaks the catalog's own invariants.
     #[error(
-        "the catalog is damaged: {0}; run `datamesh check`, and restore the catalog with `datamesh recover` if the problem remains"
+        "the catalog is damaged: {0}; run `datamesh check`; if the problem remains, put back a copy of catalog.db from a backup of the repository"
     )]
     Corrupt(String),
     /// No entry of that name (ENOENT).

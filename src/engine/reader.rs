@@ -12,9 +12,17 @@
 //!
 //! [`Engine::read_extents`] streams a file's chunks in order with up to
 //! `parallel_chunks` fetched ahead, so a 10 GiB file needs a few chunks of memory.
+//! Each chunk is fetched by its own spawned task: a future merely buffered in the
+//! stream only makes progress while the consumer polls it, so fetches would stall while
+//! the consumer writes the previous chunk out, and all of them would share one worker
+//! thread. Spawned, they run on every worker and keep going in between polls. Dropping
+//! the stream aborts the tasks still running, so nothing outlives a cancelled read.
 
+use std::future::Future;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -172,7 +180,7 @@ impl Engine {
             .map(move |extent| {
                 let engine = engine.clone();
                 let recent = recent.clone();
-                async move {
+                Task::spawn(async move {
                     let cell = recent
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -194,9 +202,72 @@ impl Engine {
                         ));
                     }
                     Ok((extent, chunk))
-                }
+                })
             })
             .buffered(par)
             .boxed()
+    }
+}
+
+/// A spawned task that is aborted when dropped, and whose loss (a panic, an abort) is
+/// reported as an error instead of propagating.
+struct Task<T>(tokio::task::JoinHandle<Result<T>>);
+
+impl<T: Send + 'static> Task<T> {
+    fn spawn(fut: impl Future<Output = Result<T>> + Send + 'static) -> Self {
+        Task(tokio::spawn(fut))
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("chunk fetch task failed: {e}"),
+                ))
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn dropping_a_task_aborts_it() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        let task = Task::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            flag.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        drop(task);
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        assert!(!finished.load(Ordering::SeqCst), "the task ran on after its drop");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_an_internal_error() {
+        let task: Task<()> = Task::spawn(async { panic!("boom") });
+        let err = task.await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal);
+    }
+
+    #[tokio::test]
+    async fn a_task_returns_its_value() {
+        assert_eq!(Task::spawn(async { Ok(7u32) }).await.unwrap(), 7);
     }
 }
