@@ -15,8 +15,14 @@
 # as a multiple of the file size. All processes share this machine's cores, so the
 # mesh figures include the storage nodes' hashing and fsyncs.
 #
+# Before each step it syncs (so the previous step's writeback is not billed to it) and
+# faults in and frees PRETOUCH_MB of memory: on a VM whose host takes freed guest pages
+# back (virtio-balloon free page reporting) fresh page-cache pages otherwise fault in at
+# ~3 s/GiB and that, not datamesh, dominates whichever step allocates first.
+#
 # Env: DATAMESH_BIN (default target/release/datamesh), KEEP=1 keeps the scratch dir,
-# PARALLEL_CHUNKS=N sets storage.parallel_chunks of both client repositories.
+# PARALLEL_CHUNKS=N sets storage.parallel_chunks of both client repositories,
+# PRETOUCH_MB (default 6144; 0 = off).
 set -euo pipefail
 
 BIN=${DATAMESH_BIN:-target/release/datamesh}
@@ -70,6 +76,11 @@ lo_bytes() { awk '/^ *lo:/ {print $2}' /proc/net/dev; }
 step() {
     local label=$1 mesh=$2; shift 2
     local cpu0 lo0 t0 t1 out
+    sync
+    if (( ${PRETOUCH_MB:-6144} > 0 )); then
+        dd if=/dev/zero of=/dev/shm/dm-meshbench-pretouch bs=1M count="${PRETOUCH_MB:-6144}" status=none
+        rm -f /dev/shm/dm-meshbench-pretouch
+    fi
     cpu0=$(nodes_cpu); lo0=$(lo_bytes); t0=$(date +%s.%N)
     /usr/bin/time -o "$W/step.time" -f '%U %S' "$@" >/dev/null 2>"$W/step.err" || {
         echo "$label failed:" >&2; cat "$W/step.err" >&2; exit 1; }
