@@ -256,7 +256,10 @@ mod tests {
         });
         drop(task);
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-        assert!(!finished.load(Ordering::SeqCst), "the task ran on after its drop");
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the task ran on after its drop"
+        );
     }
 
     #[tokio::test]
