@@ -199,8 +199,16 @@ fn init_tracing(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     // fuser warns when the mount it made is already gone (every `umount DIR`): not news.
+    // Kademlia warns "Failed to trigger bootstrap: No known peers" on every periodic
+    // bootstrap of a node that is alone, e.g. the first `datamesh bootstrap` of a
+    // mesh: expected, so only shown from -v on.
+    let quiet_deps = if verbose == 0 {
+        ",fuser=error,libp2p_kad=error"
+    } else {
+        ",fuser=error"
+    };
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},fuser=error")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default}{quiet_deps}")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
